@@ -1,0 +1,50 @@
+"""The aiohttp application: routes, middlewares, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from postbackd.catalog import Catalog
+from postbackd.metrics import Metrics
+
+from .admin import AdminRoutes, Authenticate
+from .http import auth_middleware, errors_middleware, json_response
+from .ingest import IngestRoute
+from .results import ResultRoutes
+
+
+def make_app(
+    *,
+    catalog: Catalog,
+    metrics: Metrics,
+    api_token: str,
+    authenticate: Authenticate,
+    max_body_bytes: int,
+    is_ready: Callable[[], bool],
+    ingest: IngestRoute,
+    results: ResultRoutes,
+) -> web.Application:
+    # client_max_size makes aiohttp refuse larger bodies itself; the middleware turns its
+    # 413 into our JSON error.
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware(api_token)],
+        client_max_size=max_body_bytes,
+    )
+    AdminRoutes(catalog, authenticate, max_body_bytes).add_to(app)
+    results.add_to(app)
+    app.router.add_post("/track/json", ingest.handle)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready = is_ready()
+        return json_response({"ready": ready}, status=200 if ready else 503)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    return app

@@ -1,0 +1,113 @@
+"""JSON in and out, errors as `{"error": {...}}`, and the bearer-token guard."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import orjson
+from aiohttp import web
+
+from postbackd.errors import ApiError, BadRequest, NotFound, TooLarge, Unauthorized
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+JSON: Final = "application/json"
+
+
+def json_response(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type=JSON)
+
+
+def error_response(error: ApiError) -> web.Response:
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return web.Response(
+        body=orjson.dumps(error.to_json()),
+        status=error.status,
+        content_type=JSON,
+        headers=headers,
+    )
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise TooLarge(f"the body is over the {max_bytes} byte limit", field="body")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise TooLarge(f"the body is over the {max_bytes} byte limit", field="body") from None
+
+
+def parse_json(body: bytes) -> object:
+    if not body.strip():
+        raise BadRequest("the body is empty: send a JSON object", field="body", code="empty_body")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(
+            f"the body is not UTF-8 (invalid byte at offset {e.start})",
+            field="body",
+            code="invalid_encoding",
+        ) from None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(
+            f"the body is not valid JSON: {e}", field="body", code="invalid_json"
+        ) from None
+
+
+async def read_object(request: web.Request, max_bytes: int) -> dict[str, object]:
+    data = parse_json(await read_body(request, max_bytes))
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object", field="body", code="not_an_object")
+    return data
+
+
+def _from_http(exc: web.HTTPException) -> ApiError:
+    if exc.status == 404:
+        return NotFound("no such path", field="path")
+    if exc.status == 413:
+        return TooLarge("the body is over the size limit", field="body")
+    error = ApiError(exc.reason or "request refused", code=exc.reason.lower().replace(" ", "_"))
+    error.status = exc.status
+    return error
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return error_response(e)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return error_response(_from_http(e))
+    except Exception:
+        # A bug, not bad input: say so without echoing anything of the request.
+        log.exception("internal error on %s %s", request.method, request.path)
+        error = ApiError("internal error; see the daemon's log", code="internal")
+        return error_response(error)
+
+
+def auth_middleware(
+    token: str, prefix: str = "/api/"
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(prefix):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise Unauthorized(
+                    "missing or wrong bearer token (Authorization: Bearer <token>)",
+                    field="Authorization",
+                )
+        return await handler(request)
+
+    return middleware

@@ -1,0 +1,296 @@
+"""The configuration as a service: checks a change against the rules, commits it, and swaps
+the lookup `Index` so the next event sees it (no restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiosqlite
+
+from postbackd import ids, rules
+from postbackd.errors import Conflict, Invalid, NotFound
+from postbackd.fields import Reader, refuse_present, refuse_unknown
+from postbackd.index import Index
+from postbackd.model import App, Campaign, Entity, Postback, Segment, Tracker, XAccount
+from postbackd.store import config as store
+
+log = logging.getLogger(__name__)
+
+Check = Callable[[Mapping[str, object], Index, Any], Entity]
+_READ_ONLY: Final = ("created_at",)
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One entity kind of the admin API and how a request may change it."""
+
+    name: str  # as in the API path
+    label: str  # as in messages
+    cls: type[Entity]
+    check: Check
+    create_fields: frozenset[str]
+    # Fields that identify the object and cannot change after create (PRODUCT.md 3, PATCH).
+    immutable: frozenset[str]
+    read_only: frozenset[str] = frozenset()
+
+    @property
+    def patch_fields(self) -> frozenset[str]:
+        return self.create_fields - self.immutable
+
+    def entities(self, index: Index) -> dict[str, Entity]:
+        return getattr(index, _INDEX_ATTR[self.cls])  # type: ignore[no-any-return]
+
+
+_INDEX_ATTR: Final[dict[type[Entity], str]] = {
+    App: "apps",
+    XAccount: "accounts",
+    Campaign: "campaigns",
+    Segment: "segments",
+    Tracker: "trackers",
+    Postback: "postbacks",
+}
+
+_TRACKER_FIELDS: Final = frozenset(
+    {
+        "app_id", "segment_id", "name", "type", "network", "default", "x_account_ids",
+        "bundle_id", "target_event", "post_engagement_window_days", "post_view_window_days",
+        "event_matching_event",
+    }
+)  # fmt: skip
+
+KINDS: Final[dict[str, Kind]] = {
+    k.name: k
+    for k in (
+        Kind("apps", "app", App, rules.check_app,
+             frozenset({"id", "name", "platform", "bundle_id"}), frozenset({"id", "platform"})),
+        Kind("x-accounts", "X account", XAccount, rules.check_account,
+             frozenset({"id", "name", "access_token", "access_token_secret", "ammp"}),
+             frozenset({"id"}),
+             frozenset({"authenticated", "authenticated_at", "last_auth_error"})),
+        Kind("campaigns", "campaign", Campaign, rules.check_campaign,
+             frozenset({"app_id", "name"}), frozenset({"app_id"})),
+        Kind("segments", "segment", Segment, rules.check_segment,
+             frozenset({"campaign_id", "name"}), frozenset({"campaign_id"})),
+        Kind("trackers", "tracker", Tracker, rules.check_tracker,
+             # campaign_name / segment_name: create the campaign and segment on the fly.
+             _TRACKER_FIELDS | {"campaign_name", "segment_name"},
+             frozenset({"app_id", "network", "campaign_name", "segment_name"}),
+             frozenset({"id"})),
+        Kind("postbacks", "postback", Postback, rules.check_postback,
+             frozenset({"app_id", "network", "event_name", "x_app_id", "conversion_type",
+                        "x_account_id", "delivery_delay_s", "retry_attempts",
+                        "delivery_method", "enabled"}),
+             frozenset({"app_id", "network", "event_name"})),
+    )
+}  # fmt: skip
+
+
+def _fields(entity: Entity) -> dict[str, object]:
+    """Every field, secrets included, in the JSON form the rules read."""
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(entity):
+        value = getattr(entity, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    entity: Entity
+    # A tracker made default takes the flag from this one (PRODUCT.md: "the response names it").
+    replaced_default: Tracker | None = None
+
+
+Listener = Callable[[Index], None]
+
+
+class Catalog:
+    def __init__(self, conn: aiosqlite.Connection, index: Index) -> None:
+        self._conn = conn
+        self.index = index
+        # One writer at a time: each change is checked against the index it will replace.
+        self._lock = asyncio.Lock()
+        self._listeners: list[Listener] = []
+
+    @classmethod
+    async def load(cls, conn: aiosqlite.Connection) -> Catalog:
+        return cls(conn, await store.load_index(conn))
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener` with the new index after every committed change."""
+        self._listeners.append(listener)
+
+    def get(self, kind: Kind, entity_id: str) -> Entity:
+        entity = kind.entities(self.index).get(entity_id)
+        if entity is None:
+            raise NotFound(f"{kind.label} {entity_id!r} does not exist", field="id")
+        return entity
+
+    async def create(self, kind: Kind, data: Mapping[str, object]) -> Saved:
+        refuse_unknown(data, kind.create_fields | kind.read_only | set(_READ_ONLY), kind.label)
+        refuse_present(data, kind.read_only | set(_READ_ONLY), "is set by postbackd")
+        async with self._lock:
+            index = self.index
+            changes: list[store.Change] = []
+            if kind.cls is Tracker and "segment_id" not in data:
+                data, changes = self._segment_on_the_fly(data, index)
+                index = _with(index, changes)
+            entity = kind.check(data, index, None)
+            return await self._commit(kind, entity, changes, "insert", index)
+
+    async def update(self, kind: Kind, entity_id: str, data: Mapping[str, object]) -> Saved:
+        refuse_unknown(data, kind.create_fields | kind.read_only | set(_READ_ONLY), kind.label)
+        refuse_present(data, kind.read_only | set(_READ_ONLY), "is set by postbackd")
+        async with self._lock:
+            existing = self.get(kind, entity_id)
+            current = _fields(existing)
+            for name in kind.immutable:
+                if name in data and data[name] != current.get(name):
+                    raise Invalid(
+                        f"{name} cannot change once the {kind.label} exists",
+                        field=name,
+                        code="immutable",
+                    )
+            entity = kind.check({**current, **data}, self.index, existing)
+            return await self._commit(kind, entity, [], "update", self.index)
+
+    async def delete(self, kind: Kind, entity_id: str) -> None:
+        async with self._lock:
+            entity = self.get(kind, entity_id)
+            changes = self._delete_changes(entity)
+            await store.apply(self._conn, changes)
+            self._swap(_with(self.index, changes))
+        log.info("%s %s deleted", kind.label, entity_id)
+
+    async def record_authentication(self, account_id: str, ok: bool, error: str | None) -> XAccount:
+        """Keep the result of a signed call to X with this account's credentials."""
+        async with self._lock:
+            account = self.index.accounts.get(account_id)
+            if account is None:
+                raise NotFound(f"X account {account_id!r} does not exist", field="id")
+            updated = dataclasses.replace(
+                account,
+                authenticated=ok,
+                authenticated_at=ids.now_iso() if ok else account.authenticated_at,
+                last_auth_error=None if ok else error,
+            )
+            changes: list[store.Change] = [("update", updated)]
+            await store.apply(self._conn, changes)
+            self._swap(_with(self.index, changes))
+        return updated
+
+    async def _commit(
+        self,
+        kind: Kind,
+        entity: Entity,
+        changes: list[store.Change],
+        op: store.Op,
+        index: Index,
+    ) -> Saved:
+        replaced = rules.replaced_default(entity, index) if isinstance(entity, Tracker) else None
+        if replaced is not None:
+            # The old default loses its flag first: one default per (app, network).
+            changes.append(("update", dataclasses.replace(replaced, default=False)))
+        changes.append((op, entity))
+        await store.apply(self._conn, changes)
+        self._swap(_with(self.index, changes))
+        log.info("%s %s %s", kind.label, entity.id, "created" if op == "insert" else "updated")
+        if replaced is not None:
+            log.info("tracker %s is no longer the default, %s is", replaced.id, entity.id)
+        return Saved(entity, replaced)
+
+    def _swap(self, index: Index) -> None:
+        self.index = index
+        for listener in self._listeners:
+            listener(index)
+
+    def _segment_on_the_fly(
+        self, data: Mapping[str, object], index: Index
+    ) -> tuple[dict[str, object], list[store.Change]]:
+        """Seed: "Select the desired Campaign & Segment, or create new ones"."""
+        r = Reader(data)
+        if "campaign_name" not in data:
+            raise Invalid(
+                "segment_id is required (or campaign_name and segment_name to create them)",
+                field="segment_id",
+                code="required",
+            )
+        app_id = r.string("app_id", max_len=100)
+        campaign_name = r.string("campaign_name")
+        segment_name = r.optional_string("segment_name") or "Default"
+        changes: list[store.Change] = []
+        campaign = next(
+            (c for c in index.campaigns.values()
+             if c.app_id == app_id and c.name.lower() == campaign_name.lower()),
+            None,
+        )  # fmt: skip
+        if campaign is None:
+            campaign = rules.check_campaign({"app_id": app_id, "name": campaign_name}, index, None)
+            changes.append(("insert", campaign))
+        segment = next(
+            (s for s in index.segments.values()
+             if s.campaign_id == campaign.id and s.name.lower() == segment_name.lower()),
+            None,
+        )  # fmt: skip
+        if segment is None:
+            segment = Segment(
+                id=ids.kochava_id(segment_name, ids.ENTITY_HEX),
+                campaign_id=campaign.id,
+                name=segment_name,
+                created_at=ids.now_iso(),
+            )
+            changes.append(("insert", segment))
+        rest = {k: v for k, v in data.items() if k not in ("campaign_name", "segment_name")}
+        return {**rest, "segment_id": segment.id}, changes
+
+    def _delete_changes(self, entity: Entity) -> list[store.Change]:
+        index = self.index
+        users: list[str] = []
+        extra: list[store.Change] = []
+        if isinstance(entity, App):
+            users = [c.id for c in index.campaigns.values() if c.app_id == entity.id]
+            users += [p.id for p in index.postbacks.values() if p.app_id == entity.id]
+        elif isinstance(entity, XAccount):
+            users = [t.id for t in index.trackers.values() if entity.id in t.x_account_ids]
+            users += [p.id for p in index.postbacks.values() if p.x_account_id == entity.id]
+        elif isinstance(entity, Campaign):
+            segments = [s for s in index.segments.values() if s.campaign_id == entity.id]
+            ids_ = {s.id for s in segments}
+            users = [t.id for t in index.trackers.values() if t.segment_id in ids_]
+            extra = [("delete", s) for s in segments]  # empty segments go with their campaign
+        elif isinstance(entity, Segment):
+            users = [t.id for t in index.trackers.values() if t.segment_id == entity.id]
+        if users:
+            shown = ", ".join(users[:5]) + (" ..." if len(users) > 5 else "")
+            raise Conflict(
+                f"still in use by {len(users)} other object(s): {shown}; delete those first",
+                field="id",
+                code="in_use",
+            )
+        return [*extra, ("delete", entity)]
+
+
+def _with(index: Index, changes: list[store.Change]) -> Index:
+    """A new index with the changes applied (creation order kept)."""
+    tables: dict[type[Entity], dict[str, Entity]] = {
+        cls: dict(getattr(index, attr)) for cls, attr in _INDEX_ATTR.items()
+    }
+    for op, entity in changes:
+        table = tables[type(entity)]
+        if op == "delete":
+            table.pop(entity.id, None)
+        else:
+            table[entity.id] = entity
+    return Index(
+        apps=tables[App].values(),  # type: ignore[arg-type]
+        accounts=tables[XAccount].values(),  # type: ignore[arg-type]
+        campaigns=tables[Campaign].values(),  # type: ignore[arg-type]
+        segments=tables[Segment].values(),  # type: ignore[arg-type]
+        trackers=tables[Tracker].values(),  # type: ignore[arg-type]
+        postbacks=tables[Postback].values(),  # type: ignore[arg-type]
+    )

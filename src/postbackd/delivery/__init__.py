@@ -1,0 +1,1 @@
+"""Delivery engine: scheduling, per-account rate budgets, retry policy, circuit breaker, sender."""

@@ -1,0 +1,132 @@
+"""Accepting events: fan-out to deliveries, and one durable commit before the answer.
+
+PRODUCT.md 1 and 2: whether a postback applies is judged when the event is accepted, and
+an event is acknowledged only once it and its deliveries are committed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from postbackd.event import Event
+from postbackd.index import Index
+from postbackd.model import App, Postback
+from postbackd.store import deliveries as sql
+from postbackd.store.journal import Journal
+
+from .claim import device_key
+from .devices import DeviceNetworks
+from .model import NewDelivery
+
+
+def fan_out(
+    event: Event, app: App, index: Index, accepted_ms: int, latest_network: str | None
+) -> list[NewDelivery]:
+    """One delivery per enabled postback for (app, network of its platform, event name)."""
+    out: list[NewDelivery] = []
+    has_device = device_key(app.network, event) is not None
+    for p in index.postbacks_of(app.id, event.event_name):
+        if not p.enabled or p.network != app.network:
+            continue
+        state, reason = "ready", None
+        if not has_device:
+            # PRODUCT.md 1: no IDFA on iOS, no ADID on Android, or an all-zero id.
+            state, reason = "skipped", "no_device_id"
+        elif p.delivery_method == "network_only" and latest_network != p.network:
+            state, reason = "skipped", "not_attributed_to_network"
+        elif p.delivery_delay_s:
+            state = "scheduled"
+        out.append(_new(p, state, reason, accepted_ms + p.delivery_delay_s * 1000))
+    return out
+
+
+def _new(p: Postback, state: str, reason: str | None, due_ms: int) -> NewDelivery:
+    return NewDelivery(
+        postback_id=p.id,
+        network=p.network,
+        x_app_id=p.x_app_id,
+        conversion_type=p.conversion_type,
+        x_account_id=p.x_account_id,
+        retry_attempts=p.retry_attempts,
+        state=state,  # type: ignore[arg-type]
+        reason=reason,
+        due_ms=due_ms,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Per event of the batch: True when stored now, False when it was a duplicate."""
+
+    fresh: list[bool]
+    deliveries: int
+    skipped: int
+
+
+class Intake:
+    def __init__(
+        self,
+        journal: Journal,
+        index: Callable[[], Index],
+        devices: DeviceNetworks,
+        first_delivery_id: int,
+    ) -> None:
+        self._journal = journal
+        self._index = index
+        self._devices = devices
+        # Ids are handed out on the journal thread, one commit after another.
+        self._ids = itertools.count(first_delivery_id)
+
+    async def accept(self, events: Sequence[tuple[Event, App]], now_ms: int) -> Accepted:
+        index = self._index()
+        latest = await self._latest_networks(events, index)
+        planned = [
+            (event, fan_out(event, app, index, now_ms, latest.get((app.id, event.event_id))))
+            for event, app in events
+        ]
+        return await self._journal.submit(lambda conn: self._store(conn, planned, now_ms))  # type: ignore[no-any-return]
+
+    async def _latest_networks(
+        self, events: Sequence[tuple[Event, App]], index: Index
+    ) -> dict[tuple[str, str], str | None]:
+        """The latest attributed network of each device that a network_only postback needs."""
+        wanted: dict[str, dict[str, str]] = {}
+        for event, app in events:
+            postbacks = index.postbacks_of(app.id, event.event_name)
+            if any(p.delivery_method == "network_only" for p in postbacks):
+                key = device_key(app.network, event)
+                if key is not None:
+                    wanted.setdefault(app.id, {})[event.event_id] = key
+        out: dict[tuple[str, str], str | None] = {}
+        for app_id, keys in wanted.items():
+            networks = await self._devices.lookup(app_id, list(set(keys.values())))
+            for event_id, key in keys.items():
+                out[(app_id, event_id)] = networks.get(key)
+        return out
+
+    def _store(
+        self,
+        conn: sqlite3.Connection,
+        planned: list[tuple[Event, list[NewDelivery]]],
+        now_ms: int,
+    ) -> Accepted:
+        existing = sql.existing_event_ids(conn, [e.event_id for e, _ in planned])
+        fresh: list[bool] = []
+        accepted: list[tuple[Event, list[NewDelivery]]] = []
+        for event, deliveries in planned:
+            is_new = event.event_id not in existing
+            fresh.append(is_new)
+            if is_new:
+                existing.add(event.event_id)  # a repeat within the batch is a duplicate too
+                accepted.append((event, deliveries))
+        count = sum(len(d) for _, d in accepted)
+        first = next(self._ids)
+        if count > 1:
+            # Reserve the block: the counter is only touched here, on the journal thread.
+            self._ids = itertools.count(first + count)
+        sql.insert_events(conn, accepted, first, now_ms)
+        skipped = sum(1 for _, ds in accepted for d in ds if d.state == "skipped")
+        return Accepted(fresh, count, skipped)

@@ -1,0 +1,110 @@
+"""Every Prometheus metric of postbackd, in one registry the daemon owns.
+
+Conventions (PRODUCT.md 3): base units, `_total` counters, labels from small fixed sets
+created at start so that they read 0; never an id, URL or device in a label.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from postbackd import __version__
+
+EVENT_RESULTS: Final = ("accepted", "duplicate", "rejected")
+STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx", "timeout", "connection_error")
+DELIVERY_OUTCOMES: Final = ("delivered", "skipped", "held", "retried", "dead")
+CLAIM_OUTCOMES: Final = (
+    "not_claimed",
+    "rejected_data_sharing",
+    "no_tracker",
+    "rejected_outside_window",
+    "rejected_invalid_time",
+    "rejected_malformed",
+    "attributed",
+    "claimed",
+)
+ENGAGEMENT_TYPES: Final = ("CLICK", "VIEW")
+QUEUE_STATES: Final = ("scheduled", "ready", "in_flight", "held", "dead")
+
+# X answers in milliseconds to seconds; a claim's lag spans retries and delays (minutes).
+_X_LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LAG_BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+)  # fmt: skip
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.build_info = Info("postbackd_build", "Version of the running postbackd", registry=r)
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
+        self.events_received = Counter(
+            "postbackd_events_received_total",
+            "Events received on ingest, by result",
+            ["result"],
+            registry=r,
+        )
+        self.x_requests = Counter(
+            "postbackd_x_requests_total",
+            "Requests to X, by HTTP status class or failure",
+            ["status_class"],
+            registry=r,
+        )
+        self.x_request_duration = Histogram(
+            "postbackd_x_request_duration_seconds",
+            "Time from sending a request to X to its answer",
+            buckets=_X_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.delivery_lag = Histogram(
+            "postbackd_delivery_lag_seconds",
+            "Time from a delivery's first due time to X's final answer",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "postbackd_deliveries_total",
+            "Deliveries by outcome (retried counts each retry)",
+            ["outcome"],
+            registry=r,
+        )
+        self.claims = Counter(
+            "postbackd_claims_total",
+            "X claim answers, by attribution outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.attributions = Counter(
+            "postbackd_attributions_total",
+            "Re-engagement attributions recorded, by engagement type",
+            ["engagement_type"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "postbackd_queue_depth", "Deliveries by state", ["state"], registry=r
+        )
+        self.rate_limit_wait = Counter(
+            "postbackd_rate_limit_wait_seconds_total",
+            "Time deliveries waited for an X account's rate budget",
+            registry=r,
+        )
+        self.accounts_unauthenticated = Gauge(
+            "postbackd_x_accounts_unauthenticated",
+            "X accounts whose credentials do not work (their deliveries are held)",
+            registry=r,
+        )
+        # Pre-create every label child so that each series reads 0 from the first scrape.
+        for labels, values in (
+            (self.events_received, EVENT_RESULTS),
+            (self.x_requests, STATUS_CLASSES),
+            (self.deliveries, DELIVERY_OUTCOMES),
+            (self.claims, CLAIM_OUTCOMES),
+            (self.attributions, ENGAGEMENT_TYPES),
+            (self.queue_depth, QUEUE_STATES),
+        ):
+            for value in values:
+                labels.labels(value)

@@ -1,0 +1,119 @@
+"""What the simulated X saw: counters (`GET /_mock/stats`) and the request log
+(`GET /_mock/requests`).
+
+The log keeps every X call by default, since tests count them; one entry holds the raw query
+string and interned path and token, about 0.4 kB for a claim request.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter, deque
+from dataclasses import dataclass
+from itertools import islice
+from typing import Literal
+from urllib.parse import parse_qsl
+
+# Why an answer is not X's plain answer: injected by the fault settings or the outage switch.
+Fault = Literal["reset", "timeout", "error", "outage"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    ts: float
+    method: str
+    path: str
+    query: str
+    token: str | None
+    # None when the connection was reset without an answer.
+    status: int | None
+    fault: Fault | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ts": self.ts,
+            "method": self.method,
+            "path": self.path,
+            "params": dict(parse_qsl(self.query, keep_blank_values=True)),
+            "token": self.token,
+            "status": self.status,
+            "fault": self.fault,
+        }
+
+
+class Recorder:
+    def __init__(self, log_max: int | None) -> None:
+        self.log: deque[LoggedRequest] = deque(maxlen=log_max)
+        self._by_status: Counter[tuple[str, str]] = Counter()
+        self._faults: Counter[str] = Counter()
+        self._claims: Counter[str] = Counter()
+        self._tokens: Counter[str] = Counter()
+        # Python hashes of (hashed_device_id, conversion_type, conversion_time): 64-bit keys
+        # keep a million conversions in tens of MB, and a collision at that size is ~1e-7.
+        self._conversions: set[int] = set()
+        self._recorded = 0
+
+    def record(
+        self,
+        endpoint: str,
+        ts: float,
+        method: str,
+        path: str,
+        query: str,
+        token: str | None,
+        status: int | None,
+        fault: Fault | None = None,
+    ) -> None:
+        token = sys.intern(token) if token is not None else None
+        self.log.append(LoggedRequest(ts, method, sys.intern(path), query, token, status, fault))
+        self._by_status[endpoint, "reset" if status is None else str(status)] += 1
+        if fault is not None and fault != "timeout":  # counted when the hold starts
+            self._faults[fault] += 1
+        if token is not None:
+            self._tokens[token] += 1
+
+    def record_hold(self) -> None:
+        """A request starts being held (timeout fault): its answer comes after the client
+        gave up, or never when the mock stops first."""
+        self._faults["timeout"] += 1
+
+    def record_conversion(self, key: tuple[str, str, str], claimed_by: tuple[str, ...]) -> None:
+        """A conversion X answered with 200, i.e. recorded on its side."""
+        self._recorded += 1
+        self._conversions.add(hash(key))
+        for node in claimed_by:
+            self._claims[node] += 1
+
+    def clear(self) -> None:
+        self.log.clear()
+        for counter in (self._by_status, self._faults, self._claims, self._tokens):
+            counter.clear()
+        self._conversions.clear()
+        self._recorded = 0
+
+    def stats(self) -> dict[str, object]:
+        requests: dict[str, dict[str, int]] = {}
+        for (endpoint, status), count in sorted(self._by_status.items()):
+            requests.setdefault(endpoint, {})[status] = count
+        return {
+            "requests_total": self._by_status.total(),
+            "requests": requests,
+            "too_many_requests": sum(
+                n for (_, status), n in self._by_status.items() if status == "429"
+            ),
+            "resets": self._faults["reset"],
+            "timeouts": self._faults["timeout"],
+            "errors": self._faults["error"],
+            "outage_answers": self._faults["outage"],
+            "claims": {"twitter": self._claims["twitter"], "tpn": self._claims["tpn"]},
+            "tokens": dict(self._tokens),
+            "conversions": {
+                "recorded": self._recorded,
+                "distinct": len(self._conversions),
+                "duplicates": self._recorded - len(self._conversions),
+            },
+        }
+
+    def requests(self, limit: int, offset: int) -> dict[str, object]:
+        page = islice(self.log, offset, offset + limit)
+        return {"total": len(self.log), "requests": [entry.to_json() for entry in page]}

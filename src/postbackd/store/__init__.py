@@ -1,0 +1,1 @@
+"""The durable state: one SQLite database in the data directory, through aiosqlite."""

@@ -1,0 +1,155 @@
+"""Versioned schema. Each entry upgrades the database by one version (PRAGMA user_version);
+entries are never edited once released, only appended."""
+
+from __future__ import annotations
+
+from typing import Final
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: configuration entities. Lists are JSON text; booleans are 0/1. Rows are loaded in
+    # rowid order, which is creation order ("newest tracker", "earliest account").
+    """
+    CREATE TABLE apps (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        platform TEXT NOT NULL CHECK (platform IN ('ios', 'android')),
+        bundle_id TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE x_accounts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        access_token TEXT NOT NULL,
+        access_token_secret TEXT NOT NULL,
+        ammp INTEGER NOT NULL,
+        authenticated INTEGER NOT NULL,
+        authenticated_at TEXT,
+        last_auth_error TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE campaigns (
+        id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL REFERENCES apps(id),
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX campaigns_name ON campaigns(app_id, lower(name));
+    CREATE TABLE segments (
+        id TEXT PRIMARY KEY,
+        campaign_id TEXT NOT NULL REFERENCES campaigns(id),
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX segments_name ON segments(campaign_id, lower(name));
+    CREATE TABLE trackers (
+        id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL REFERENCES apps(id),
+        segment_id TEXT NOT NULL REFERENCES segments(id),
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        network TEXT NOT NULL,
+        "default" INTEGER NOT NULL,
+        x_account_ids TEXT NOT NULL,
+        bundle_id TEXT NOT NULL,
+        target_event TEXT NOT NULL,
+        post_engagement_window_days INTEGER NOT NULL,
+        post_view_window_days INTEGER NOT NULL,
+        event_matching_event TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX trackers_name ON trackers(app_id, lower(name));
+    CREATE UNIQUE INDEX trackers_default ON trackers(app_id, network) WHERE "default" = 1;
+    CREATE TABLE postbacks (
+        id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL REFERENCES apps(id),
+        network TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        x_app_id TEXT NOT NULL,
+        conversion_type TEXT NOT NULL,
+        x_account_id TEXT REFERENCES x_accounts(id),
+        delivery_delay_s INTEGER NOT NULL,
+        retry_attempts INTEGER NOT NULL,
+        delivery_method TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX postbacks_event ON postbacks(app_id, network, event_name);
+    """,
+    # 2: events, their deliveries to X, X's claims and the devices' latest attribution.
+    # A delivery copies what it needs of its postback at acceptance, so disabling or deleting
+    # the postback later does not stop deliveries already accepted (PRODUCT.md 1).
+    """
+    CREATE TABLE events (
+        event_id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        body BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        postback_id TEXT NOT NULL,
+        app_id TEXT NOT NULL,
+        network TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        x_app_id TEXT NOT NULL,
+        conversion_type TEXT NOT NULL,
+        x_account_id TEXT,
+        retry_attempts INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        first_due_ms INTEGER NOT NULL,
+        due_ms INTEGER NOT NULL,
+        account_id TEXT,
+        last_status INTEGER,
+        last_error TEXT,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE INDEX deliveries_event ON deliveries(event_id);
+    -- The feeder's scan: pending deliveries in due order.
+    CREATE INDEX deliveries_pending ON deliveries(due_ms, id)
+        WHERE state IN ('scheduled', 'ready');
+    CREATE INDEX deliveries_state ON deliveries(state, id);
+    CREATE TABLE claims (
+        delivery_id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        app_id TEXT NOT NULL,
+        network TEXT NOT NULL,
+        tracker_id TEXT,
+        outcome TEXT NOT NULL,
+        source TEXT,
+        engagement_type TEXT,
+        engagement_time TEXT,
+        campaign_name TEXT,
+        rejected TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX claims_event ON claims(event_id);
+    CREATE INDEX claims_tracker ON claims(app_id, tracker_id);
+    CREATE TABLE attributions (
+        id INTEGER PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        device_key TEXT NOT NULL,
+        network TEXT NOT NULL,
+        tracker_id TEXT NOT NULL,
+        engagement_type TEXT NOT NULL,
+        engagement_time TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        delivery_id INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX attributions_app ON attributions(app_id, tracker_id, id);
+    CREATE TABLE devices (
+        app_id TEXT NOT NULL,
+        device_key TEXT NOT NULL,
+        network TEXT NOT NULL,
+        tracker_id TEXT NOT NULL,
+        engagement_type TEXT NOT NULL,
+        engagement_time TEXT NOT NULL,
+        attributed_ms INTEGER NOT NULL,
+        PRIMARY KEY (app_id, device_key)
+    ) WITHOUT ROWID;
+    """,
+)
