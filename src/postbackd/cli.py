@@ -1,20 +1,52 @@
-"""`postbackd` and its commands. Each command's --help says what it does and how."""
+"""`postbackd` and its commands. Each command's --help says what it does and how.
+
+A command is a name, a help text with an example, a function adding its arguments and a
+function running it (`args -> exit status`); `build_parser` registers each with
+`_add_command`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import os
+import stat
 import sys
-from collections.abc import Callable, Sequence
+import textwrap
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Final, TypeVar
+
+import uvloop
 
 from postbackd import __version__, settings
+from postbackd.client import (
+    DEFAULT_URL,
+    TOKEN_ENV,
+    BatchReader,
+    ClientError,
+    DaemonClient,
+    IngestTotals,
+    resolve_token,
+    upload_ndjson,
+)
 from postbackd.errors import PostbackdError
+from postbackd.progress import Progress
 
 Command = Callable[[argparse.Namespace], int]
+T = TypeVar("T")
 
 DESCRIPTION = """\
 postbackd sends event claim requests to X for an app's in-app events, through rate-limited,
 pooled connections with retries, reads X's answers and decides re-engagement attribution
 from the reengagement trackers configured through its admin API."""
+
+_DAEMON_DEFAULTS: Final = settings.Settings()
+DATA_DIR_ENV: Final = "POSTBACKD_DATA_DIR"
+SHOWN_REFUSALS: Final = 20
+HELP_WIDTH: Final = 90
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -34,36 +66,270 @@ def _mock_x(args: argparse.Namespace) -> int:
     return mock_cli.run(args)
 
 
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def _connect(args: argparse.Namespace) -> DaemonClient:
+    """The client of the daemon named by the client flags (PRODUCT.md 3, "Client commands")."""
+    data_dir = args.data_dir or Path(os.environ.get(DATA_DIR_ENV) or _DAEMON_DEFAULTS.data_dir)
+    return DaemonClient(args.url, resolve_token(args.token, os.environ, data_dir))
+
+
+@contextlib.contextmanager
+def _open_input(name: str) -> Iterator[BinaryIO]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        file = open(name, "rb")  # noqa: SIM115  (closed below; open errors become usage errors)
+    except OSError as e:
+        raise ClientError(f"cannot read {name}: {e.strerror}") from None
+    with file:
+        yield file
+
+
+def _input_size(source: BinaryIO) -> int | None:
+    """The size of a regular file (stdin redirected from one too); None for a pipe."""
+    try:
+        info = os.fstat(source.fileno())
+    except (OSError, ValueError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) and info.st_size else None
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    client = _connect(args)
+    with _open_input(args.file) as source:
+        size = _input_size(source)
+        name = args.source or ("-" if args.file == "-" else Path(args.file).name)
+        reader = BatchReader(source, name, max_lines=args.batch_size)
+        progress = Progress("events")
+
+        def show(totals: IngestTotals) -> None:
+            progress.update(
+                totals.sent,
+                fraction=totals.input_bytes / size if size else None,
+                detail=f"{totals.accepted} accepted, {totals.duplicates} duplicates, "
+                f"{totals.refused} refused",
+            )
+
+        async def upload() -> IngestTotals:
+            async with client:
+                return await upload_ndjson(
+                    client,
+                    reader,
+                    concurrency=args.concurrency,
+                    keep_refusals=SHOWN_REFUSALS,
+                    on_batch=show,
+                )
+
+        started = time.monotonic()
+        try:
+            totals = _run(upload())
+        finally:
+            progress.finish()
+        elapsed_s = time.monotonic() - started
+    for refusal in totals.first_refusals:
+        at = f" (field {refusal.field})" if refusal.field else ""
+        print(f"line {refusal.line_number}: refused: {refusal.error}{at}", file=sys.stderr)  # noqa: T201
+    if (hidden := totals.refused - len(totals.first_refusals)) > 0:
+        print(f"... and {hidden} more refused lines", file=sys.stderr)  # noqa: T201
+    rate = totals.sent / elapsed_s if elapsed_s > 0 else 0.0
+    print(  # noqa: T201
+        f"{totals.sent} sent, {totals.accepted} accepted, {totals.duplicates} duplicates, "
+        f"{totals.refused} refused in {elapsed_s:.1f} s ({rate:.0f} events/s)"
+    )
+    return 1 if totals.refused else 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    client = _connect(args)
+    ids: list[int] | None = None if args.all_dead else args.ids
+
+    async def replay() -> int:
+        async with client:
+            return await client.replay(ids)
+
+    count = _run(replay())
+    line = f"{count} dead {'delivery' if count == 1 else 'deliveries'} re-queued"
+    if ids is not None and (missed := len(set(ids)) - count) > 0:
+        line += f"; {missed} of the given ids are not dead deliveries"
+    print(line)  # noqa: T201
+    return 0
+
+
+def _int_from(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or int(text) < low or (high and int(text) > high):
+            rule = f"of at least {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"expected an integer {rule}")
+        return int(text)
+
+    return parse
+
+
+def _client_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("daemon")
+    group.add_argument(
+        "--url", default=DEFAULT_URL, help="the daemon's base URL (default: %(default)s)"
+    )
+    group.add_argument(
+        "--token",
+        help=f"API token; else ${TOKEN_ENV}, else the token file of --data-dir (prefer the "
+        "environment: flags are visible in ps)",
+    )
+    group.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"the daemon's data directory, whose api-token file is read when no token is "
+        f"given (default: ${DATA_DIR_ENV}, else {_DAEMON_DEFAULTS.data_dir})",
+    )
+
+
+def _ingest_arguments(parser: argparse.ArgumentParser) -> None:
+    most = _DAEMON_DEFAULTS.max_batch_items
+    parser.add_argument("file", metavar="FILE", help="NDJSON file, or - for standard input")
+    parser.add_argument(
+        "--batch-size",
+        type=_int_from(1, most),
+        default=1000,
+        metavar="N",
+        help=f"events per request, at most the daemon's {most} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_int_from(1, 64),
+        default=4,
+        metavar="N",
+        help="requests in flight at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--source",
+        metavar="NAME",
+        help="name mixed into the event ids derived for lines without one (default: the "
+        "file's name without its directory, - for standard input)",
+    )
+    _client_arguments(parser)
+
+
+def _replay_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--id",
+        dest="ids",
+        type=_int_from(1),
+        action="append",
+        metavar="N",
+        help="a dead delivery's id (repeatable)",
+    )
+    which.add_argument("--all-dead", action="store_true", help="every dead delivery")
+    _client_arguments(parser)
+
+
+def _paragraphs(text: str) -> str:
+    return "\n\n".join(textwrap.fill(p, HELP_WIDTH) for p in text.split("\n\n"))
+
+
+def _add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    example: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Command,
+) -> None:
+    """One command: `summary` in `postbackd --help`; `description` (paragraphs split by a
+    blank line) and `example` (shell lines, kept as written) in its own --help."""
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=_paragraphs(description),
+        epilog="example:\n" + textwrap.indent(example, "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(command=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from postbackd.mockx import cli as mock_cli
+
     parser = argparse.ArgumentParser(
         prog="postbackd",
         description=DESCRIPTION,
+        epilog="Run `postbackd COMMAND --help` for what a command does, with an example.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"postbackd {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-
-    serve = commands.add_parser(
+    _add_command(
+        commands,
         "serve",
-        help="run the daemon (admin API, ingest, delivery to X, metrics)",
+        summary="run the daemon (admin API, ingest, delivery to X, metrics)",
         description="Run the postbackd daemon until SIGTERM or SIGINT. Settings come from "
         "flags, then POSTBACKD_* environment variables, then the --config TOML file, then "
         "the defaults shown below.",
+        example="export POSTBACKD_X_CONSUMER_KEY=... POSTBACKD_X_CONSUMER_SECRET=... "
+        "POSTBACKD_X_HMAC_KEY=...\npostbackd serve --listen 127.0.0.1:8080 --data-dir "
+        "/var/lib/postbackd",
+        add_arguments=settings.add_arguments,
+        run=_serve,
     )
-    settings.add_arguments(serve)
-    serve.set_defaults(command=_serve)
-
-    from postbackd.mockx import cli as mock_cli
-
-    mock = commands.add_parser(
+    _add_command(
+        commands,
         "mock-x",
-        help="run a simulated X Ads API for tests, benchmarks and demos",
+        summary="run a simulated X Ads API for tests, benchmarks and demos",
         description="A simulated X Ads API speaking X's conversion wire format: checks OAuth "
         "1.0a signatures, validates parameters, enforces rate limits, injects latency and "
         "faults, and claims conversions from a script or at a seeded random rate.",
+        example="postbackd mock-x --listen 127.0.0.1:8081 --account 18ce54d4x5t:TOKEN:SECRET "
+        "--claim-rate 0.3\npostbackd serve --x-api-url http://127.0.0.1:8081",
+        add_arguments=mock_cli.add_arguments,
+        run=_mock_x,
     )
-    mock_cli.add_arguments(mock)
-    mock.set_defaults(command=_mock_x)
+    _add_command(
+        commands,
+        "ingest",
+        summary="stream NDJSON events to a daemon, with progress",
+        description="Send the NDJSON events of FILE (- for standard input), one Kochava "
+        "server-to-server event a line, to the daemon's POST /track/json: in batches, a "
+        "few in flight at once, with a progress line on stderr. Blank lines are skipped; "
+        "the input is read as it is sent, so its size does not matter. A batch is resent "
+        "after a connection error or a 5xx answer.\n\n"
+        "A line without an event_id is given one derived from --source, the line number "
+        "and the line's bytes: the first 32 hex digits of SHA-256(SOURCE + newline + LINE "
+        "NUMBER + newline + LINE). Sending a batch or the whole input again therefore adds "
+        "no event twice: the daemon counts those as duplicates.\n\n"
+        f"Refused lines are listed on stderr by line number (the first {SHOWN_REFUSALS}, "
+        "then a count), and a summary line on stdout ends the run: N sent, A accepted, D "
+        "duplicates, R refused in T s (X events/s).\n\n"
+        "Exit status: 0 when every event was accepted or a duplicate, 1 when some were "
+        "refused, 2 on a usage error, an unreachable daemon or a request refused as a "
+        "whole (a wrong token, for one).",
+        example='postbackd ingest events.ndjson --token "$(cat postbackd-data/api-token)"\n'
+        "zcat events.ndjson.gz | postbackd ingest - --source events-2026-11 "
+        "--url http://10.0.0.5:8080",
+        add_arguments=_ingest_arguments,
+        run=_ingest,
+    )
+    _add_command(
+        commands,
+        "replay",
+        summary="re-queue dead deliveries",
+        description="Re-queue dead deliveries (those that used up their retries or got a "
+        "final error from X) so that they go out again with their retries restored. Name "
+        "them with --id, or take every dead delivery with --all-dead; GET "
+        "/api/v1/deliveries?state=dead lists them. Prints how many were re-queued.",
+        example="postbackd replay --all-dead\npostbackd replay --id 17 --id 42 --url "
+        "http://10.0.0.5:8080",
+        add_arguments=_replay_arguments,
+        run=_replay,
+    )
     return parser
 
 

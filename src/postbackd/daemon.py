@@ -87,7 +87,7 @@ class Daemon:
             is_ready=lambda: self.ready,
             ingest=IngestRoute(
                 intake, self.catalog, self.metrics, max_body_bytes=s.max_body_bytes,
-                max_items=s.max_batch_items, on_accepted=engine.wake,
+                max_items=s.max_batch_items, on_accepted=engine.rewind,
             ),
             results=ResultRoutes(journal, self.catalog, engine.rewind, s.max_body_bytes),
         )  # fmt: skip

@@ -2,6 +2,15 @@
 
 Conventions (PRODUCT.md 3): base units, `_total` counters, labels from small fixed sets
 created at start so that they read 0; never an id, URL or device in a label.
+
+What each metric answers for an operator (the dashboard's rows, grafana/dashboards):
+
+    keeping up?        events_received, deliveries, queue_depth, delivery_lag
+    X healthy?         x_requests, x_answers, x_request_duration, circuit_state,
+                       x_accounts_unauthenticated
+    numbers off?       claims (by attribution outcome), attributions, deliveries skipped/held
+    rate limiting      rate_limit_wait_seconds, x_answers{kind="rate_limited"} (429)
+    the process        process_* (restarts, memory, CPU, open files), build_info
 """
 
 from __future__ import annotations
@@ -9,25 +18,28 @@ from __future__ import annotations
 import platform
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+)
 
 from postbackd import __version__
+from postbackd.attribution import CLICK, OUTCOMES, VIEW
+from postbackd.delivery.circuit import State as CircuitState
+from postbackd.x.response import ResponseKind
 
 EVENT_RESULTS: Final = ("accepted", "duplicate", "rejected")
 STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx", "timeout", "connection_error")
+X_ANSWER_KINDS: Final = tuple(kind.value for kind in ResponseKind)
 DELIVERY_OUTCOMES: Final = ("delivered", "skipped", "held", "retried", "dead")
-CLAIM_OUTCOMES: Final = (
-    "not_claimed",
-    "rejected_data_sharing",
-    "no_tracker",
-    "rejected_outside_window",
-    "rejected_invalid_time",
-    "rejected_malformed",
-    "attributed",
-    "claimed",
-)
-ENGAGEMENT_TYPES: Final = ("CLICK", "VIEW")
+CLAIM_OUTCOMES: Final = OUTCOMES
+ENGAGEMENT_TYPES: Final = (CLICK, VIEW)
 QUEUE_STATES: Final = ("scheduled", "ready", "in_flight", "held", "dead")
+CIRCUIT_STATES: Final[tuple[CircuitState, ...]] = ("closed", "open", "half_open")
 
 # X answers in milliseconds to seconds; a claim's lag spans retries and delays (minutes).
 _X_LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -40,6 +52,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # process_*: a restart shows as a new start time; memory, CPU and descriptors as well.
+        ProcessCollector(registry=r)
         self.build_info = Info("postbackd_build", "Version of the running postbackd", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
         self.events_received = Counter(
@@ -54,10 +68,24 @@ class Metrics:
             ["status_class"],
             registry=r,
         )
+        self.x_answers = Counter(
+            "postbackd_x_answers_total",
+            "Answers of X by what they mean for the delivery: ok, rate_limited (429, waits "
+            "for the reset), unauthorized (401, holds), retryable (5xx, 408, timeout, "
+            "connection error), permanent (any other 4xx, dead)",
+            ["kind"],
+            registry=r,
+        )
         self.x_request_duration = Histogram(
             "postbackd_x_request_duration_seconds",
             "Time from sending a request to X to its answer",
             buckets=_X_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            "postbackd_circuit_state",
+            "1 for the state the circuit breaker in front of X is in, 0 for the others",
+            ["state"],
             registry=r,
         )
         self.delivery_lag = Histogram(
@@ -101,10 +129,18 @@ class Metrics:
         for labels, values in (
             (self.events_received, EVENT_RESULTS),
             (self.x_requests, STATUS_CLASSES),
+            (self.x_answers, X_ANSWER_KINDS),
             (self.deliveries, DELIVERY_OUTCOMES),
             (self.claims, CLAIM_OUTCOMES),
             (self.attributions, ENGAGEMENT_TYPES),
             (self.queue_depth, QUEUE_STATES),
+            (self.circuit_state, CIRCUIT_STATES),
         ):
             for value in values:
                 labels.labels(value)
+        # The breaker starts closed (delivery/circuit.py).
+        self.set_circuit_state("closed")
+
+    def set_circuit_state(self, state: CircuitState) -> None:
+        for name in CIRCUIT_STATES:
+            self.circuit_state.labels(name).set(1 if name == state else 0)

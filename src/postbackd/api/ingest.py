@@ -27,7 +27,7 @@ class IngestRoute:
         *,
         max_body_bytes: int,
         max_items: int,
-        on_accepted: Callable[[], None],
+        on_accepted: Callable[[int], None],
     ) -> None:
         self._intake = intake
         self._catalog = catalog
@@ -73,7 +73,7 @@ class IngestRoute:
                 else:
                     duplicates += 1
             if outcome.deliveries:
-                self._on_accepted()
+                self._on_accepted(now_ms)
         self._result["accepted"].inc(accepted)
         self._result["duplicate"].inc(duplicates)
         self._result["rejected"].inc(len(rejected))

@@ -131,18 +131,18 @@ class Engine:
         for task in (self._feeder, self._releaser):
             task.add_done_callback(self._died)
         self._catalog.subscribe(lambda _: self._release.set())
+        # Held rows left by an earlier run get the signing rule once more.
+        self._release.set()
         self._feed.set()
 
     def _died(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("%s stopped", task.get_name(), exc_info=task.exception())
 
-    def wake(self) -> None:
-        """New deliveries were committed: load them."""
-        self._feed.set()
-
     def rewind(self, due_ms: int) -> None:
-        """Rows were made pending again at `due_ms`: let the feeder scan from there."""
+        """Rows became pending due at `due_ms` or later (accepted, released, replayed): let
+        the feeder scan from there. The cursor may have passed `due_ms` while they were
+        being committed, which would otherwise leave them unloaded."""
         self._cursor = min(self._cursor, (due_ms, -1))
         self._feed.set()
 
@@ -254,17 +254,21 @@ class Engine:
             if account is None or not account.authenticated:
                 # 401 or a deleted account: everything queued here goes back to the rule.
                 while lane.queue:
-                    self._route_again(lane.queue.popleft())
+                    self._route(lane.queue.popleft())
                 continue
             wait_s = budget.try_take()
             if wait_s > 0:
-                self._metrics.rate_limit_wait.inc(wait_s)
-                await asyncio.sleep(wait_s)
+                # Woken early by every answer of this account: X's headers may move the
+                # window's end (a local window's guess is often far too long).
+                started = time.monotonic()
+                await self._nap(lane, wait_s)
+                self._metrics.rate_limit_wait.inc(time.monotonic() - started)
                 continue
             mode = self._circuit.acquire()
             if mode is None:
                 budget.give_back()
-                await asyncio.sleep(max(self._circuit.seconds_until_probe(), 0.05))
+                # Woken early when the circuit closes (see _circuit_changed).
+                await self._nap(lane, max(self._circuit.seconds_until_probe(), 0.05))
                 continue
             await self._slots.acquire()
             d = lane.queue.popleft()
@@ -273,8 +277,11 @@ class Engine:
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
 
-    def _route_again(self, d: Delivery) -> None:
-        self._route(d)
+    @staticmethod
+    async def _nap(lane: Lane, seconds: float) -> None:
+        lane.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(lane.wake.wait(), timeout=seconds)
 
     async def _send(self, lane: Lane, account: XAccount, d: Delivery, mode: Mode) -> None:
         probe = mode == "probe"
@@ -340,7 +347,7 @@ class Engine:
                 self._devices.remember(attribution.app_id, attribution.device_key, d.network)
             self._finish(
                 d, "delivered", None, account_id=account.id, status=response.status,
-                claim=claim, attribution=attribution,
+                attempts=d.attempts + 1, claim=claim, attribution=attribution,
             )  # fmt: skip
         elif kind is ResponseKind.RATE_LIMITED:
             # Reference, 429: wait for the window to reset; no retry is used up.
@@ -368,8 +375,10 @@ class Engine:
                 )
                 self._retry_or_dead(d, response.status or None, response.describe(), account.id)
         else:
+            # Reference, "Errors": other 4xx are permanent; X's code is kept.
             self._finish(d, "dead", response.describe(), account_id=account.id,
-                         status=response.status, error=response.describe())  # fmt: skip
+                         status=response.status, error=response.describe(),
+                         attempts=d.attempts + 1)  # fmt: skip
 
     def _requeue(self, lane: Lane, d: Delivery, *, front: bool, delay_s: float = 0.0) -> None:
         if self._stopping:
