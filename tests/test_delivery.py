@@ -94,9 +94,13 @@ async def test_the_request_x_receives(stack: Stack) -> None:
     seeded = await seed_config(api)
     app_id = seeded["app"]["id"]
     usertime = 1_795_000_000.123
-    answer = await ingest(api, [event(app_id, 1, usertime=usertime, origination_ip="203.0.113.9",
-        data={"event_name": "purchase",
-              "event_data": {"sum": "9.99", "currency": "usd", "quantity": 2, "level": 7}})])  # fmt: skip
+    data = {
+        "event_name": "purchase",
+        "event_data": {"sum": "9.99", "currency": "usd", "quantity": 2, "level": 7},
+    }
+    answer = await ingest(
+        api, [event(app_id, 1, usertime=usertime, origination_ip="203.0.113.9", data=data)]
+    )
     assert answer["accepted"] == 1
     await settled(api, 1)
     [request] = await conversions(stack.mock)
@@ -241,13 +245,14 @@ async def test_a_throttled_account_does_not_delay_another(stack: Stack) -> None:
     api = stack.api
     seeded = await seed_config(api)
     second_id, token, secret = OTHER_ACCOUNT
-    await api.ok("POST", "/api/v1/x-accounts", 201, json={
-        "id": second_id, "name": "Second", "access_token": token, "access_token_secret": secret})  # fmt: skip
-    other_app = await api.ok("POST", "/api/v1/apps", 201,
-                             json={"name": "Other", "platform": "ios", "bundle_id": "444"})  # fmt: skip
-    await api.ok("POST", "/api/v1/postbacks", 201, json={
-        "app_id": other_app["id"], "network": "x_ios", "event_name": "purchase",
-        "conversion_type": "PURCHASE", "x_account_id": second_id})  # fmt: skip
+    second = {"id": second_id, "name": "Second", "access_token": token,
+              "access_token_secret": secret}  # fmt: skip
+    await api.ok("POST", "/api/v1/x-accounts", 201, json=second)
+    other = {"name": "Other", "platform": "ios", "bundle_id": "444"}
+    other_app = await api.ok("POST", "/api/v1/apps", 201, json=other)
+    postback = {"app_id": other_app["id"], "network": "x_ios", "event_name": "purchase",
+                "conversion_type": "PURCHASE", "x_account_id": second_id}  # fmt: skip
+    await api.ok("POST", "/api/v1/postbacks", 201, json=postback)
     # Account 1 gets 30 events against a budget of 5 per 30 s; account 2 gets 5 after them.
     await ingest(api, [event(seeded["app"]["id"], n) for n in range(30)])
     await ingest(api, [event(other_app["id"], 100 + n) for n in range(5)])

@@ -16,7 +16,6 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, Literal
@@ -25,7 +24,7 @@ from postbackd.catalog import Catalog
 from postbackd.event import Event
 from postbackd.index import Index
 from postbackd.logs import RateLimitedLog
-from postbackd.metrics import Metrics
+from postbackd.metrics import DELIVERY_OUTCOMES, Metrics
 from postbackd.model import Postback, XAccount
 from postbackd.settings import Settings
 from postbackd.store import deliveries as sql
@@ -43,8 +42,10 @@ from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-# Loaded deliveries at most; the feeder tops up below half of it.
+# Loaded deliveries at most; the feeder tops up below half of it, in reads of at most
+# LOAD_BATCH rows (a big read would hold the GIL away from the event loop for long).
 DEFAULT_CAPACITY: Final = 20_000
+LOAD_BATCH: Final = 2_000
 # In-flight requests of one account at most, so a slow account cannot take every slot.
 PER_ACCOUNT_IN_FLIGHT: Final = 64
 _IDLE_POLL_S: Final = 1.0
@@ -58,7 +59,7 @@ def _now_ms() -> int:
 
 def _status_class(response: XResponse) -> str:
     if response.status == 0:
-        return "timeout" if response.error == "timeout" else "connection_error"
+        return "timeout" if (response.error or "").startswith("timeout") else "connection_error"
     return f"{response.status // 100}xx"
 
 
@@ -107,6 +108,7 @@ class Engine:
             on_change=self._circuit_changed,
         )
         self._slots = asyncio.Semaphore(settings.x_max_connections * 2)
+        self._outcomes = {o: metrics.deliveries.labels(o) for o in DELIVERY_OUTCOMES}
         self._warn = RateLimitedLog(log)
         # Every delivery in memory, from load until its new state is committed: the feeder
         # skips these ids, so nothing is sent twice by this process.
@@ -119,6 +121,9 @@ class Engine:
         self._feeder: asyncio.Task[None] | None = None
         self._releaser: asyncio.Task[None] | None = None
         self._stopping = False
+        # Results gathered during one pass of the event loop, written as one journal job.
+        self._results: list[tuple[Delivery, Result]] = []
+        self._last_write: asyncio.Future[object] | None = None
         self.done = {"delivered": 0, "dead": 0, "held": 0, "skipped": 0, "retried": 0}
 
     # --- life --------------------------------------------------------------------------
@@ -167,6 +172,11 @@ class Engine:
         await asyncio.gather(
             *(t for t in (self._feeder, self._releaser, *lanes) if t), return_exceptions=True
         )
+        # What X answered before the stop is recorded now, not sent again after the start.
+        if self._results:
+            self._flush()
+        if self._last_write is not None:
+            await asyncio.wait([self._last_write])
 
     @property
     def in_flight(self) -> int:
@@ -188,7 +198,7 @@ class Engine:
                 await asyncio.wait_for(self._feed.wait(), timeout=_IDLE_POLL_S)
             self._feed.clear()
             while len(self._loaded) < self._capacity // 2 and not self._stopping:
-                room = self._capacity - len(self._loaded)
+                room = min(self._capacity - len(self._loaded), LOAD_BATCH)
                 rows = await self._journal.call(sql.load_due, self._cursor, _now_ms(), room)
                 if not rows:
                     break
@@ -402,7 +412,7 @@ class Engine:
             self._finish(d, "dead", error, account_id=account_id, status=status, error=error,
                          attempts=attempts)  # fmt: skip
             return
-        self._metrics.deliveries.labels("retried").inc()
+        self._outcomes["retried"].inc()
         self.done["retried"] += 1
         due = _now_ms() + int(self._retry.delay_s(attempts, self._rng) * 1000)
         self._finish(d, "scheduled", None, account_id=account_id, status=status, error=error,
@@ -436,18 +446,33 @@ class Engine:
             attribution=attribution,  # type: ignore[arg-type]
         )
         if state != "scheduled":
-            self._metrics.deliveries.labels(state).inc()
+            self._outcomes[state].inc()
             self.done[state] = self.done.get(state, 0) + 1
         if state in ("delivered", "dead"):
             self._metrics.delivery_lag.observe(max(0.0, (_now_ms() - d.first_due_ms) / 1000))
-        now = _now_ms()
-        future = self._journal.submit(lambda conn: sql.write_results(conn, (result,), now))
-        future.add_done_callback(lambda f: self._committed(d, f))
+        if not self._results:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._results.append((d, result))
 
-    def _committed(self, d: Delivery, future: asyncio.Future[object]) -> None:
-        self._loaded.pop(d.id, None)
+    def _flush(self) -> None:
+        batch, self._results = self._results, []
+        now = _now_ms()
+        future = self._journal.submit(
+            lambda conn: sql.write_results(conn, [r for _, r in batch], now)
+        )
+        future.add_done_callback(lambda f: self._committed(batch, f))
+        self._last_write = future
+
+    def _committed(
+        self, batch: list[tuple[Delivery, Result]], future: asyncio.Future[object]
+    ) -> None:
+        for d, _ in batch:
+            self._loaded.pop(d.id, None)
         if future.cancelled() or future.exception() is not None:
-            log.error("could not record delivery %d; it stays pending and will be resent", d.id)
+            log.error(
+                "could not record %d delivery results; they stay pending and will be resent",
+                len(batch),
+            )
         self._feed.set()
 
     def _circuit_changed(self, state: str) -> None:
@@ -459,4 +484,4 @@ class Engine:
                 lane.wake.set()
 
 
-Clock = Callable[[], float]
+
