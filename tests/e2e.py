@@ -52,14 +52,14 @@ FINAL: Final = frozenset({"delivered", "skipped", "dead"})
 WAIT_S: Final = 5.0
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS: Final = timedelta(milliseconds=1)
+MS: Final = timedelta(milliseconds=1)
+HOUR: Final = timedelta(hours=1)
+DAY: Final = timedelta(days=1)
 # The conversion time most tests use: noon two days ago plus 250 ms, so that windows are
 # checked at millisecond precision and `usertime` stays within what ingest accepts.
 T0: Final = (datetime.now(UTC) - timedelta(days=2)).replace(
     hour=12, minute=0, second=0, microsecond=250_000
 )
-DAY: Final = timedelta(days=1)
-MS: Final = _ONE_MS
 
 
 def idfa(n: int) -> str:
@@ -69,7 +69,7 @@ def idfa(n: int) -> str:
 
 def usertime(moment: datetime) -> float:
     """Kochava's `usertime`: epoch seconds, with the milliseconds as a fraction."""
-    return ((moment - _EPOCH) // _ONE_MS) / 1000
+    return ((moment - _EPOCH) // MS) / 1000
 
 
 def x_time(moment: datetime) -> str:

@@ -18,6 +18,7 @@ import pytest
 from e2e import (
     ACCOUNT_A,
     DAY,
+    HOUR,
     MS,
     T0,
     World,
@@ -30,8 +31,6 @@ from e2e import (
     idfa,
     x_time,
 )
-
-HOUR = DAY / 24
 
 
 @pytest.fixture
@@ -277,6 +276,7 @@ async def test_tracker_named_in_the_campaign_else_the_default(world: World) -> N
         (named["id"], named),  # the whole name
         (f"promo-{named['id']}", default),  # "-" is inside: not a boundary
         (f"{named['id']}0", default),
+        (f"{named['id']}-v2", default),
         (f"promo {foreign['id']}", default),  # another app's tracker
         (f"promo {droid['id']}", default),  # the other network's tracker
     ]

@@ -17,6 +17,7 @@ from e2e import (
     ACCOUNT_B,
     ACCOUNT_C,
     ANDROID_PACKAGE,
+    DAY,
     IOS_BUNDLE,
     MS,
     T0,
@@ -25,6 +26,7 @@ from e2e import (
     add_app,
     add_postback,
     add_tracker,
+    engagement,
     event,
     hashed_device_id,
     x_time,
@@ -95,14 +97,17 @@ async def test_ios_claim_carries_every_parameter(world: World) -> None:
 
 
 async def test_android_claim_hashes_the_lower_cased_adid(world: World) -> None:
-    api = await world.start()
+    # The simulated X answers only the correctly hashed id of a device it saw engage.
+    api = await world.start([engagement(ADID, T0 - DAY)])
     await add_account(api, ACCOUNT_A)
     app = await add_app(api, "android")
     await add_tracker(api, app, "Android")
     await add_postback(api, app)
 
     (event_id,) = await world.send(event(app, adid=ADID, device_ids={"android_id": "a1b2c3d4"}))
-    await world.claim(event_id)
+    assert (await world.claim(event_id))["outcome"] == "attributed"
+    (attribution,) = await world.attributions()
+    assert (attribution["device_id"], attribution["network"]) == (ADID.lower(), "x_android")
 
     (request,) = await world.claim_requests()
     params = request["params"]
@@ -212,23 +217,29 @@ async def test_earliest_created_authenticated_tracker_account_signs(world: World
     assert tokens == [ACCOUNT_A.token, ACCOUNT_B.token]
 
 
-async def test_no_x_account_holds_until_a_tracker_names_an_authenticated_account(
-    world: World,
+@pytest.mark.parametrize("release_by", ["new tracker", "edited postback"])
+async def test_no_x_account_holds_until_the_rule_yields_an_authenticated_account(
+    world: World, release_by: str
 ) -> None:
     api = await world.start()
     await add_account(api, ACCOUNT_A)
     await add_account(api, ACCOUNT_B)
     app = await add_app(api)
+    # Account B is named on another app's tracker only: not a signer for this app.
     other = await add_app(api, name="Other Game")
     await add_tracker(api, other, "Other app", x_account_ids=[ACCOUNT_B.id])
-    await add_postback(api, app)
+    postback = await add_postback(api, app)
 
     (event_id,) = await world.send(event(app, idfa=IDFA))
     held = await world.wait(event_id, {"held"})
     assert held["deliveries"][0]["reason"] == "no_x_account"
     assert await world.claim_requests() == []
 
-    await add_tracker(api, app, "Tracker", x_account_ids=[ACCOUNT_A.id])
+    if release_by == "new tracker":
+        await add_tracker(api, app, "Tracker", x_account_ids=[ACCOUNT_A.id])
+    else:
+        path = f"/api/v1/postbacks/{postback['id']}"
+        await api.ok("PATCH", path, json={"x_account_id": ACCOUNT_A.id})
     await world.claim(event_id)
     (request,) = await world.claim_requests()
     assert request["token"] == ACCOUNT_A.token

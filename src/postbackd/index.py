@@ -100,6 +100,8 @@ class Index:
         for p in self.postbacks.values():
             by_event.setdefault((p.app_id, p.event_name), []).append(p)
         self._postbacks_of = {k: tuple(v) for k, v in by_event.items()}
+        # Per snapshot, so a configuration change starts it afresh.
+        self._windows: dict[tuple[str, str, str], tuple[int, int] | None] = {}
 
     def trackers_of(self, app_id: str, network: str) -> AppNetworkTrackers:
         return self._trackers_of.get((app_id, network), _NO_TRACKERS)

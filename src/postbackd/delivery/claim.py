@@ -111,6 +111,7 @@ def judge_answer(
                     "tracker_id": r.tracker_id,
                     "detail": r.detail,
                     "engagement_type": r.candidate.engagement_type,
+                    "engagement_time": _iso(r.candidate.engagement_time),
                     "campaign_name": r.candidate.campaign_name,
                 }
                 for r in decision.rejected

@@ -262,9 +262,12 @@ class Engine:
                 continue
             account = self._catalog.index.accounts.get(lane.account_id)
             if account is None or not account.authenticated:
-                # 401 or a deleted account: everything queued here goes back to the rule.
-                while lane.queue:
-                    self._route(lane.queue.popleft())
+                # 401 or a deleted account: everything queued here goes back to the rule
+                # (held, or another account's lane); yield before looking again.
+                queued, lane.queue = lane.queue, deque()
+                for d in queued:
+                    self._route(d)
+                await asyncio.sleep(0)
                 continue
             wait_s = budget.try_take()
             if wait_s > 0:
