@@ -35,6 +35,7 @@ class IngestRoute:
         self._max_body_bytes = max_body_bytes
         self._max_items = max_items
         self._on_accepted = on_accepted
+        self._skipped = metrics.deliveries.labels("skipped")
         self._result = {r: metrics.events_received.labels(r) for r in ("accepted", "duplicate",
                                                                          "rejected")}  # fmt: skip
 
@@ -74,6 +75,9 @@ class IngestRoute:
                     duplicates += 1
             if outcome.deliveries:
                 self._on_accepted(now_ms)
+            if outcome.skipped:
+                # Skipped at acceptance (no device id, network_only): final at once.
+                self._skipped.inc(outcome.skipped)
         self._result["accepted"].inc(accepted)
         self._result["duplicate"].inc(duplicates)
         self._result["rejected"].inc(len(rejected))

@@ -37,6 +37,7 @@ from postbackd.mockx.claims import ClaimMaker
 from postbackd.mockx.config import MockAccount, MockConfig
 from postbackd.mockx.script import load_script
 from postbackd.mockx.state import STATE
+from postbackd.progress import Progress
 from postbackd.settings import Settings
 from postbackd.token import read_token_file, token_path
 
@@ -45,7 +46,8 @@ from .summary import compare, expected, mismatch_lines, observe, render
 from .traffic import BATCH_EVENTS, stream, wait_for_deliveries
 from .workflow import ACCOUNT_ID, APP_STORE_ID, Api, DemoError, configure
 
-HELP: Final = "run the seed's workflow end to end against a simulated X, and check the result"
+# For `postbackd --help` and `postbackd demo --help` (the CLI wires them).
+SUMMARY: Final = "run the seed's workflow end to end against a simulated X, and check it"
 DESCRIPTION: Final = """\
 Run the X re-engagement workflow end to end with nothing to set up. A simulated X Ads API
 and a postbackd daemon start on free loopback ports, with a temporary data directory and
@@ -59,6 +61,10 @@ what was delivered, what X claimed and what postbackd attributed or rejected, an
 
 Every figure is checked against the script: exit status 0 when all match, 1 otherwise."""
 
+EXAMPLE: Final = """\
+postbackd demo
+postbackd demo --events 20000 --seed 7 --data-dir ./demo-data --keep-running"""
+
 DEFAULT_EVENTS: Final = 3000
 # X allows 60,000 claims per account in 15 minutes (reference, "Rate limits"); the demo
 # stays well inside one window so that it never waits for a reset.
@@ -67,28 +73,36 @@ SCRIPT_FILE: Final = "x-engagements.ndjson"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = DESCRIPTION
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
-        "--events", type=_event_count, default=DEFAULT_EVENTS, metavar="N",
+        "--events",
+        type=_event_count,
+        default=DEFAULT_EVENTS,
+        metavar="N",
         help=f"sample events to stream, {len(SCENARIOS)} to {MAX_EVENTS:,} "
         f"(default {DEFAULT_EVENTS:,})",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--seed", type=int, default=1, metavar="N",
+        "--seed",
+        type=int,
+        default=1,
+        metavar="N",
         help="seed of the sample events and X's engagements: the same seed, the same "
         "figures (default 1)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--data-dir", type=Path, default=None, metavar="DIR",
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="keep the daemon's data (SQLite database, API token, X's script) in DIR, which "
         "must be new or empty (default: a temporary directory, removed at the end)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--keep-running", action="store_true",
+        "--keep-running",
+        action="store_true",
         help="after the summary, leave the daemon running (its URL and API token file are "
         "printed, so /metrics, the admin API or Grafana can be looked at) until Ctrl-C",
-    )  # fmt: skip
+    )
 
 
 def _event_count(text: str) -> int:
@@ -120,8 +134,12 @@ class Credentials:
             account_token=f"{secrets.randbelow(10**9)}-{secrets.token_urlsafe(24)}",
             account_secret=secrets.token_urlsafe(32),
         )
-        for secret in (made.consumer_secret, made.hmac_key_b64, made.account_token,
-                       made.account_secret):  # fmt: skip
+        for secret in (
+            made.consumer_secret,
+            made.hmac_key_b64,
+            made.account_token,
+            made.account_secret,
+        ):
             logs.register_secret(secret)
         return made
 
@@ -132,13 +150,11 @@ class Credentials:
 
 def run(args: argparse.Namespace) -> int:
     """Exit status: 0 when the summary matches the scripted claims, 1 when not."""
-    # Only the daemon's warnings and errors: the demo's own lines tell the story.
-    logs.configure_logging("warning", "text")
-    with (
-        _data_dir(args.data_dir) as data_dir,
-        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
-    ):
-        return runner.run(_demo(args, data_dir, Credentials.new()))
+    with _data_dir(args.data_dir) as data_dir:
+        # Only the daemon's warnings and errors: the demo's own lines tell the story.
+        logs.configure_logging("warning", "text")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_demo(args, data_dir, Credentials.new()))
 
 
 @contextlib.contextmanager
@@ -162,7 +178,7 @@ async def _demo(args: argparse.Namespace, data_dir: Path, credentials: Credentia
                 MockAccount(
                     ACCOUNT_ID, credentials.account_token, credentials.account_secret, "Demo ads"
                 ),
-            ),  # fmt: skip
+            ),
             apps=(APP_STORE_ID,),
             seed=args.seed,
             # The demo reads X's answers through postbackd, not the mock's request log.
@@ -188,8 +204,9 @@ async def _demo(args: argparse.Namespace, data_dir: Path, credentials: Credentia
             assert token is not None
             logs.register_secret(token)
             url = f"http://127.0.0.1:{daemon.port}"
-            _say(f"postbackd demo: simulated X on {mock_url}, postbackd on {url}, "
-                 f"data in {data_dir}")  # fmt: skip
+            _say(
+                f"postbackd demo: simulated X on {mock_url}, postbackd on {url}, data in {data_dir}"
+            )
             async with aiohttp.ClientSession() as session:
                 status = await _walk(Api(session, url, token), mock, args, data_dir, credentials)
             if args.keep_running:
@@ -217,16 +234,22 @@ async def _walk(
     script.write_bytes(plan.ndjson_script())
     _script_mock(mock, script)
     devices = len({entry["device_id"] for entry in plan.script})
-    _say(f"6. simulated X scripted: {len(plan.script):,} engagements of {devices:,} devices "
-         f"({script.name})")  # fmt: skip
+    _say(
+        f"6. simulated X scripted: {len(plan.script):,} engagements of {devices:,} devices "
+        f"({script.name})"
+    )
 
-    _say(f"7. streaming {len(plan.events):,} sample events (seed {args.seed}) to "
-         f"POST /track/json, NDJSON batches of {BATCH_EVENTS}")  # fmt: skip
+    _say(
+        f"7. streaming {len(plan.events):,} sample events (seed {args.seed}) to "
+        f"POST /track/json, NDJSON batches of {BATCH_EVENTS}"
+    )
     started = time.monotonic()
+    # Made now: deliveries start with the first batch, and the rate counts from there.
+    delivering = Progress("claims")
     streamed = await stream(api, plan.events)
     want = expected(plan, setup)
     claims = await wait_for_deliveries(
-        api, setup.app_id, sum(row["delivered"] for row in want.table.values())
+        api, setup.app_id, sum(row["delivered"] for row in want.table.values()), delivering
     )
     deliver_s = time.monotonic() - started
     _say(f"8. X answered {claims:,} claim requests; per tracker:")
@@ -259,8 +282,7 @@ async def _stay(url: str, data_dir: Path) -> None:
     token_file = token_path(data_dir)
     _say(f"\npostbackd keeps running on {url} (API token in {token_file}); Ctrl-C stops it. Try:")
     _say(f"  curl -s {url}/metrics | grep ^postbackd_claims_total")
-    _say(f'  curl -s -H "Authorization: Bearer $(cat {token_file})" '
-         f"{url}/api/v1/reports/trackers")  # fmt: skip
+    _say(f'  curl -s -H "Authorization: Bearer $(cat {token_file})" {url}/api/v1/reports/trackers')
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

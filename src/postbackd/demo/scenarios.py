@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
@@ -22,14 +21,14 @@ Node = Literal["twitter", "tpn"]
 # tracker (campaign name null or without a tracker id), or the tracker whose id the campaign
 # name carries.
 Role = Literal["default", "named"]
-CampaignKind = Literal["default", "named"]
 DeviceKind = Literal["idfa", "none", "zero"]
 
 PURCHASE: Final = "purchase"
 LEVEL_COMPLETE: Final = "level_complete"
 # Campaign names of the default tracker: null, or a name that carries no tracker id.
 DEFAULT_CAMPAIGN_NAMES: Final = (None, "Winter promo")
-NAMED_CAMPAIGN_PREFIX: Final = "Spring promo | "
+# The campaign of the tracker that X campaign names lead to, by carrying its id.
+NAMED_CAMPAIGN: Final = "Spring promo"
 # X's conversion types of the demo's two postbacks.
 CONVERSION_TYPES: Final = {PURCHASE: "PURCHASE", LEVEL_COMPLETE: "LEVEL_ACHIEVED"}
 # Conversions happened up to an hour before the demo streams them.
@@ -48,7 +47,7 @@ class Touch:
     node: Node
     engagement_type: Literal["CLICK", "VIEW"]
     before_s: tuple[int, int]
-    campaign: CampaignKind = "default"
+    campaign: Role = "default"
     sharing: bool = True
 
 
@@ -74,40 +73,85 @@ class Scenario:
         return next(t.engagement_type for t in self.touches if t.node == node)
 
 
-# The demo's trackers: "Winter reengagement" (default, windows 14/1 days) and "Spring
-# reengagement" (named in campaign names, windows 7/0 days), both for the event "purchase".
+# Rules of PRODUCT.md 1, "Attribution of a claim answer". The demo's trackers: "Winter
+# reengagement" (default, windows 14/1 days) and "Spring reengagement" (found by its id in
+# campaign names, windows 7/0 days), both with the event-matching event "purchase".
 SCENARIOS: Final = (
-    Scenario("click", 20, (Touch("twitter", "CLICK", (_HOUR_S, 13 * _DAY_S)),),
-             "attributed", "default"),
-    Scenario("view", 8, (Touch("twitter", "VIEW", (_MINUTE_S, 20 * _HOUR_S)),),
-             "attributed", "default"),
-    # Seed, CAUTION: twitter's candidate is refused, the next best (tpn) wins.
-    Scenario("tpn_after_refusal", 6,
-             (Touch("twitter", "CLICK", (_HOUR_S, 5 * _DAY_S), sharing=False),
-              Touch("tpn", "CLICK", (_HOUR_S, 10 * _DAY_S))),
-             "attributed", "default", winner="tpn"),
-    Scenario("campaign_id", 10,
-             (Touch("twitter", "CLICK", (_HOUR_S, 6 * _DAY_S), campaign="named"),),
-             "attributed", "named"),
-    # Not the tracker's event-matching event: X's conversion only.
-    Scenario("other_event", 12, (Touch("twitter", "CLICK", (_HOUR_S, 10 * _DAY_S)),),
-             "claimed", "default", event_names=(LEVEL_COMPLETE,)),
-    Scenario("data_sharing", 5,
-             (Touch("twitter", "CLICK", (_HOUR_S, 5 * _DAY_S), sharing=False),),
-             "rejected_data_sharing", "default"),
-    Scenario("old_click", 5, (Touch("twitter", "CLICK", (15 * _DAY_S, 29 * _DAY_S)),),
-             "rejected_outside_window", "default"),
+    # Rule 3: a campaign name null or without a tracker id leads to the default tracker;
+    # rule 4: inside its 14-day post-engagement window.
+    Scenario(
+        "click", 20, (Touch("twitter", "CLICK", (_HOUR_S, 13 * _DAY_S)),), "attributed", "default"
+    ),
+    # Rule 4: inside the default tracker's 1-day post-view window.
+    Scenario(
+        "view", 8, (Touch("twitter", "VIEW", (_MINUTE_S, 20 * _HOUR_S)),), "attributed", "default"
+    ),
+    # Rule 2 (seed, CAUTION): twitter's candidate is refused, the next best (tpn) wins.
+    Scenario(
+        "tpn_after_refusal",
+        6,
+        (
+            Touch("twitter", "CLICK", (_HOUR_S, 5 * _DAY_S), sharing=False),
+            Touch("tpn", "CLICK", (_HOUR_S, 10 * _DAY_S)),
+        ),
+        "attributed",
+        "default",
+        winner="tpn",
+    ),
+    # Rule 3: the campaign name carries the other tracker's id, in either case.
+    Scenario(
+        "campaign_id",
+        10,
+        (Touch("twitter", "CLICK", (_HOUR_S, 6 * _DAY_S), campaign="named"),),
+        "attributed",
+        "named",
+    ),
+    # Rule 6: not the tracker's event-matching event, so X's conversion only.
+    Scenario(
+        "other_event",
+        12,
+        (Touch("twitter", "CLICK", (_HOUR_S, 10 * _DAY_S)),),
+        "claimed",
+        "default",
+        event_names=(LEVEL_COMPLETE,),
+    ),
+    # Rule 2, with no other candidate: the first candidate's reason is the outcome.
+    Scenario(
+        "data_sharing",
+        5,
+        (Touch("twitter", "CLICK", (_HOUR_S, 5 * _DAY_S), sharing=False),),
+        "rejected_data_sharing",
+        "default",
+    ),
+    # Rule 4: older than the 14-day post-engagement window.
+    Scenario(
+        "old_click",
+        5,
+        (Touch("twitter", "CLICK", (15 * _DAY_S, 29 * _DAY_S)),),
+        "rejected_outside_window",
+        "default",
+    ),
     # The named tracker's post-view window is 0 days: its views never count.
-    Scenario("view_named", 4,
-             (Touch("twitter", "VIEW", (_MINUTE_S, 6 * _DAY_S), campaign="named"),),
-             "rejected_outside_window", "named"),
-    Scenario("engaged_after", 4, (Touch("twitter", "CLICK", (-12 * _HOUR_S, -_MINUTE_S)),),
-             "rejected_invalid_time", "default"),
-    Scenario("unknown_device", 18, (), "not_claimed", None,
-             event_names=(PURCHASE, LEVEL_COMPLETE)),
+    Scenario(
+        "view_named",
+        4,
+        (Touch("twitter", "VIEW", (_MINUTE_S, 6 * _DAY_S), campaign="named"),),
+        "rejected_outside_window",
+        "named",
+    ),
+    # Rule 4: an engagement after the conversion.
+    Scenario(
+        "engaged_after",
+        4,
+        (Touch("twitter", "CLICK", (-12 * _HOUR_S, -_MINUTE_S)),),
+        "rejected_invalid_time",
+        "default",
+    ),
+    # Rule 1: X sends no candidate for a device it never saw.
+    Scenario("unknown_device", 18, (), "not_claimed", None, event_names=(PURCHASE, LEVEL_COMPLETE)),
     # No IDFA, or the all-zero one of limited ad tracking: not sent to X.
     Scenario("no_idfa", 8, (), None, None, device=("none", "zero")),
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +170,6 @@ class Plan:
     def ndjson_script(self) -> bytes:
         return b"".join(orjson.dumps(entry) + b"\n" for entry in self.script)
 
-    def scenario_counts(self) -> Counter[str]:
-        return Counter(e.scenario.key for e in self.events)
-
 
 def make_plan(
     count: int, seed: int, *, app_id: str, named_tracker_id: str, now_s: int, run_id: str
@@ -141,12 +182,10 @@ def make_plan(
     chosen = list(SCENARIOS)
     chosen += rng.choices(SCENARIOS, weights=[s.weight for s in SCENARIOS], k=count - len(chosen))
     rng.shuffle(chosen)
+    named = f"{NAMED_CAMPAIGN} | {named_tracker_id}"
     campaigns = {
-        "named": (
-            NAMED_CAMPAIGN_PREFIX + named_tracker_id,
-            # Marketers type names freely; the id is found whatever its case.
-            (NAMED_CAMPAIGN_PREFIX + named_tracker_id).upper(),
-        ),
+        # Marketers type names freely; the id is found whatever its case.
+        "named": (named, named.upper()),
         "default": DEFAULT_CAMPAIGN_NAMES,
     }
     events: list[SampleEvent] = []
@@ -158,23 +197,27 @@ def make_plan(
         event_name = rng.choice(scenario.event_names)
         device = rng.choice(scenario.device)
         events.append(
-            SampleEvent(scenario, event_id, _event(
-                event_id, app_id, event_name, _device_ids(device, idfa), conversion_s, rng
-            ))
-        )  # fmt: skip
+            SampleEvent(
+                scenario,
+                event_id,
+                _event(event_id, app_id, event_name, _device_ids(device, idfa), conversion_s, rng),
+            )
+        )
         for touch in scenario.touches:
             low_s, high_s = touch.before_s
             before_ms = rng.randint(low_s * 1000, high_s * 1000)
             engaged = datetime.fromtimestamp(conversion_s, UTC) - timedelta(milliseconds=before_ms)
-            script.append({
-                "device_id": idfa,
-                "os_type": "IOS",
-                "node": touch.node,
-                "engagement_type": touch.engagement_type,
-                "engagement_time": engaged.isoformat(timespec="milliseconds"),
-                "campaign_name": rng.choice(campaigns[touch.campaign]),
-                "is_granular_data_sharing_allowed": touch.sharing,
-            })  # fmt: skip
+            script.append(
+                {
+                    "device_id": idfa,
+                    "os_type": "IOS",
+                    "node": touch.node,
+                    "engagement_type": touch.engagement_type,
+                    "engagement_time": engaged.isoformat(timespec="milliseconds"),
+                    "campaign_name": rng.choice(campaigns[touch.campaign]),
+                    "is_granular_data_sharing_allowed": touch.sharing,
+                }
+            )
     return Plan(tuple(events), tuple(script))
 
 

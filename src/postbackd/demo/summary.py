@@ -16,9 +16,17 @@ from .workflow import Api, Setup
 NO_TRACKER: Final = ""
 # Rows of the table: what happened to the deliveries of each tracker (PRODUCT.md 1).
 MEASURES: Final = (
-    "delivered", "x_claimed", "attributed", "CLICK", "VIEW", "claimed",
-    "rejected_data_sharing", "rejected_outside_window", "rejected_invalid_time", "not_claimed",
-)  # fmt: skip
+    "delivered",
+    "x_claimed",
+    "attributed",
+    "CLICK",
+    "VIEW",
+    "claimed",
+    "rejected_data_sharing",
+    "rejected_outside_window",
+    "rejected_invalid_time",
+    "not_claimed",
+)
 _LABELS: Final = {
     "delivered": "delivered (X answered)",
     "x_claimed": "X claimed",
@@ -26,7 +34,7 @@ _LABELS: Final = {
     "VIEW": "  by VIEW",
 }
 SKIPPED: Final = "skipped no_device_id"
-TPN_WON: Final = "tpn won, twitter refused sharing"
+TPN_WON: Final = "tpn won after twitter refused sharing"
 _LOOKUPS_IN_FLIGHT: Final = 16
 _MAX_LIST: Final = 10_000
 
@@ -53,14 +61,17 @@ def expected(plan: Plan, setup: Setup) -> Figures:
         if s.engagement_type is not None:
             row[s.engagement_type] += 1
     scenarios = [e.scenario for e in plan.events]
-    return Figures(table, {
-        "events accepted": len(plan.events),
-        "events rejected": 0,
-        SKIPPED: sum(1 for s in scenarios if s.outcome is None),
-        TPN_WON: sum(1 for s in scenarios if s.winner == "tpn"),
-        "deliveries dead": 0,
-        "deliveries held": 0,
-    })  # fmt: skip
+    return Figures(
+        table,
+        {
+            "events accepted": len(plan.events),
+            "events rejected": 0,
+            SKIPPED: sum(1 for s in scenarios if s.outcome is None),
+            TPN_WON: sum(1 for s in scenarios if s.winner == "tpn"),
+            "deliveries dead": 0,
+            "deliveries held": 0,
+        },
+    )
 
 
 async def observe(api: Api, plan: Plan, setup: Setup, streamed: Streamed) -> Figures:
@@ -74,14 +85,17 @@ async def observe(api: Api, plan: Plan, setup: Setup, streamed: Streamed) -> Fig
         table[item["tracker_id"] or NO_TRACKER] = row
     skipped = await _deliveries(api, "skipped")
     tpn_events = [e.event_id for e in plan.events if e.scenario.winner == "tpn"]
-    return Figures(table, {
-        "events accepted": streamed.accepted,
-        "events rejected": streamed.rejected,
-        SKIPPED: sum(1 for d in skipped if d["reason"] == "no_device_id"),
-        TPN_WON: await _tpn_wins(api, tpn_events),
-        "deliveries dead": len(await _deliveries(api, "dead")),
-        "deliveries held": len(await _deliveries(api, "held")),
-    })  # fmt: skip
+    return Figures(
+        table,
+        {
+            "events accepted": streamed.accepted,
+            "events rejected": streamed.rejected,
+            SKIPPED: sum(1 for d in skipped if d["reason"] == "no_device_id"),
+            TPN_WON: await _tpn_wins(api, tpn_events),
+            "deliveries dead": len(await _deliveries(api, "dead")),
+            "deliveries held": len(await _deliveries(api, "held")),
+        },
+    )
 
 
 async def _deliveries(api: Api, state: str) -> list[dict[str, Any]]:
@@ -101,10 +115,12 @@ async def _tpn_wins(api: Api, event_ids: list[str]) -> int:
         return any(
             claim["outcome"] == "attributed"
             and claim["source"] == "tpn"
-            and any(r["source"] == "twitter" and r["reason"] == "rejected_data_sharing"
-                    for r in claim["rejected"])
+            and any(
+                r["source"] == "twitter" and r["reason"] == "rejected_data_sharing"
+                for r in claim["rejected"]
+            )
             for claim in details["claims"]
-        )  # fmt: skip
+        )
 
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(won(event_id)) for event_id in event_ids]
@@ -113,14 +129,14 @@ async def _tpn_wins(api: Api, event_ids: list[str]) -> int:
 
 def compare(want: Figures, got: Figures, setup: Setup) -> list[tuple[str, int, int]]:
     """(figure, expected, observed) of every figure that differs."""
-    names = {column: _head(column, setup)[0] for column in _columns(setup, want, got)}
     differ: list[tuple[str, int, int]] = []
     for column in _columns(setup, want, got):
+        name = _head(column, setup)[0]
         a, b = want.table.get(column, Counter()), got.table.get(column, Counter())
-        for measure in _measures(a, b):
-            if a[measure] != b[measure]:
-                differ.append((f"{names.get(column, column)}: {measure}", a[measure], b[measure]))
-    differ += [(k, v, got.other.get(k, 0)) for k, v in want.other.items() if got.other.get(k) != v]
+        differ.extend((f"{name}: {m}", a[m], b[m]) for m in _measures(a, b) if a[m] != b[m])
+    differ.extend(
+        (k, v, got.other.get(k, 0)) for k, v in want.other.items() if got.other.get(k) != v
+    )
     return differ
 
 
@@ -133,26 +149,29 @@ def render(
     widths = [max(len(top), len(bottom), 7) for top, bottom in heads]
     label_width = 26
     lines = [
-        " " * label_width + "".join(f"  {top:>{w}}" for (top, _), w in zip(heads, widths, strict=True)),
-        " " * label_width + "".join(f"  {bottom:>{w}}" for (_, bottom), w in zip(heads, widths, strict=True)),
-    ]  # fmt: skip
+        " " * label_width
+        + "".join(f"  {top:>{w}}" for (top, _), w in zip(heads, widths, strict=True)),
+        " " * label_width
+        + "".join(f"  {bottom:>{w}}" for (_, bottom), w in zip(heads, widths, strict=True)),
+    ]
     rows = [got.table.get(c, Counter()) for c in columns]
     for measure in _measures(*rows, Counter(dict.fromkeys(MEASURES, 0))):
         values = [row[measure] for row in rows]
         cells = [*values, sum(values)]
-        lines.append(f"{_LABELS.get(measure, measure):<{label_width}}" + "".join(
-            f"  {n:>{w},}" for n, w in zip(cells, widths, strict=True)))  # fmt: skip
+        lines.append(
+            f"{_LABELS.get(measure, measure):<{label_width}}"
+            + "".join(f"  {n:>{w},}" for n, w in zip(cells, widths, strict=True))
+        )
     delivered = sum(row["delivered"] for row in rows)
     lines += [
         "",
-        f"{SKIPPED:<{label_width}}  {got.other[SKIPPED]:,} events without a usable IDFA, "
-        "not sent to X",
-        f"{TPN_WON:<{label_width}}  {got.other[TPN_WON]:,} claims",
-        f"{'throughput':<{label_width}}  ingest {got.other['events accepted'] / ingest_s:,.0f} "
-        f"events/s, delivery {delivered / deliver_s:,.0f} claims/s "
-        f"({delivered:,} X answers in {deliver_s:.1f} s)",
+        f"{SKIPPED}: {got.other[SKIPPED]:,} events without a usable IDFA, not sent to X",
+        f"{TPN_WON}: {got.other[TPN_WON]:,} of the attributions",
+        f"throughput: ingest {got.other['events accepted'] / ingest_s:,.0f} events/s, "
+        f"delivery {delivered / deliver_s:,.0f} claims/s "
+        f"({delivered:,} X answers {deliver_s:.1f} s after the first event)",
     ]
-    return lines
+    return [line.rstrip() for line in lines]
 
 
 def _head(column: str, setup: Setup) -> tuple[str, str]:
@@ -177,7 +196,9 @@ def _measures(*rows: Counter[str]) -> list[str]:
 
 
 def mismatch_lines(differ: Iterable[tuple[str, int, int]]) -> list[str]:
-    lines = ["MISMATCH: these figures differ from the scripted claims",
-             f"  {'figure':<50} {'expected':>9} {'observed':>9}"]  # fmt: skip
+    lines = [
+        "MISMATCH: these figures differ from the scripted claims",
+        f"  {'figure':<50} {'expected':>9} {'observed':>9}",
+    ]
     lines += [f"  {label:<50} {want:>9,} {got:>9,}" for label, want, got in differ]
     return lines

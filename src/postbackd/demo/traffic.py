@@ -10,7 +10,8 @@ from typing import Final
 
 import orjson
 
-from .progress import Bar
+from postbackd.progress import Progress
+
 from .scenarios import SampleEvent
 from .workflow import Api
 
@@ -29,7 +30,7 @@ class Streamed:
 
 async def stream(api: Api, events: tuple[SampleEvent, ...]) -> Streamed:
     """NDJSON batches, one after the other, each acknowledged once durable (PRODUCT.md 2)."""
-    bar = Bar("ingest", len(events), "events")
+    progress = Progress("events")
     accepted = rejected = 0
     started = time.monotonic()
     try:
@@ -39,34 +40,37 @@ async def stream(api: Api, events: tuple[SampleEvent, ...]) -> Streamed:
             answer = await api.call("POST", "/track/json", ndjson=body, expect=202)
             accepted += answer["accepted"]
             rejected += len(answer["rejected"])
-            bar.update(first + len(batch))
+            sent = first + len(batch)
+            progress.update(sent, fraction=sent / len(events), detail="ingest")
     finally:
-        bar.close()
+        progress.finish()
     return Streamed(accepted, rejected, time.monotonic() - started)
 
 
-async def wait_for_deliveries(api: Api, app_id: str, expected_claims: int) -> int:
+async def wait_for_deliveries(
+    api: Api, app_id: str, expected_claims: int, progress: Progress
+) -> int:
     """Until no delivery is ready or scheduled (in flight counts as ready until X's answer
-    is stored); the number of claims recorded. Gives up after STALL_S without progress."""
-    bar = Bar("deliver", expected_claims, "claims")
+    is stored); the number of claims recorded. Gives up after STALL_S without progress.
+    `progress` was made when the first event went out, so that its rate counts from there."""
     claims, last_change = 0, time.monotonic()
     try:
         while True:
             # Pending first: once nothing is, the report read after it is complete.
-            busy = await pending(api)
+            busy = await _pending(api)
             report = await api.call("GET", f"/api/v1/reports/trackers?app_id={app_id}")
             now = sum(sum(item["claims"].values()) for item in report["items"])
             if now != claims:
                 claims, last_change = now, time.monotonic()
-            bar.update(claims)
+            progress.update(claims, fraction=claims / max(expected_claims, 1), detail="X answers")
             if not busy or time.monotonic() - last_change > STALL_S:
                 return claims
             await asyncio.sleep(_POLL_S)
     finally:
-        bar.close()
+        progress.finish()
 
 
-async def pending(api: Api) -> bool:
+async def _pending(api: Api) -> bool:
     for state in ("ready", "scheduled"):
         found = await api.call("GET", f"/api/v1/deliveries?state={state}&limit=1")
         if found["count"]:

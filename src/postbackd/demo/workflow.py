@@ -12,7 +12,7 @@ import orjson
 
 from postbackd.errors import PostbackdError
 
-from .scenarios import CONVERSION_TYPES, LEVEL_COMPLETE, NAMED_CAMPAIGN_PREFIX, PURCHASE, Role
+from .scenarios import CONVERSION_TYPES, LEVEL_COMPLETE, NAMED_CAMPAIGN, PURCHASE, Role
 
 Say = Callable[[str], None]
 
@@ -36,8 +36,15 @@ class Api:
         self.base_url = base_url
         self._headers = {"Authorization": f"Bearer {token}"}
 
-    async def call(self, method: str, path: str, body: object = None, *, expect: int = 200,
-                   ndjson: bytes | None = None) -> Any:  # fmt: skip
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        expect: int = 200,
+        ndjson: bytes | None = None,
+    ) -> Any:
         """The JSON answer; any other status than `expect` is a DemoError."""
         headers = dict(self._headers)
         data: bytes | None = None
@@ -67,7 +74,6 @@ def _why(raw: bytes) -> str:
 class TrackerInfo:
     id: str
     name: str
-    default: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,66 +84,116 @@ class Setup:
 
 async def configure(api: Api, account_token: str, account_secret: str, say: Say) -> Setup:
     """Steps 1 to 5, one line each."""
-    account = await api.call("POST", "/api/v1/x-accounts", {
-        "id": ACCOUNT_ID, "name": "Demo ads",
-        "access_token": account_token, "access_token_secret": account_secret,
-    }, expect=201)  # fmt: skip
+    account = await api.call(
+        "POST",
+        "/api/v1/x-accounts",
+        {
+            "id": ACCOUNT_ID,
+            "name": "Demo ads",
+            "access_token": account_token,
+            "access_token_secret": account_secret,
+        },
+        expect=201,
+    )
     # PRODUCT.md 1: authenticated only once a signed call to X succeeded with the token.
     if not account["authenticated"]:
         raise DemoError(
             f"X account {ACCOUNT_ID} did not authenticate: {account['last_auth_error']}"
         )
-    say(f"1. X account {ACCOUNT_ID} authenticated "
-        f"(signed GET /12/accounts/{ACCOUNT_ID} answered 200)")  # fmt: skip
+    say(
+        f"1. X account {ACCOUNT_ID} authenticated "
+        f"(signed GET /12/accounts/{ACCOUNT_ID} answered 200)"
+    )
 
-    app = await api.call("POST", "/api/v1/apps", {
-        "name": APP_NAME, "platform": "ios", "bundle_id": APP_STORE_ID,
-    }, expect=201)  # fmt: skip
+    app = await api.call(
+        "POST",
+        "/api/v1/apps",
+        {"name": APP_NAME, "platform": "ios", "bundle_id": APP_STORE_ID},
+        expect=201,
+    )
     say(f"2. app {APP_NAME} (ios, App Store id {APP_STORE_ID}): {app['id']}")
 
-    campaign = await api.call("POST", "/api/v1/campaigns", {"app_id": app["id"], "name": CAMPAIGN},
-                              expect=201)  # fmt: skip
-    segment = await api.call("POST", f"/api/v1/campaigns/{campaign['id']}/segments",
-                             {"name": SEGMENT}, expect=201)  # fmt: skip
+    campaign = await api.call(
+        "POST", "/api/v1/campaigns", {"app_id": app["id"], "name": CAMPAIGN}, expect=201
+    )
+    segment = await api.call(
+        "POST", f"/api/v1/campaigns/{campaign['id']}/segments", {"name": SEGMENT}, expect=201
+    )
     say(f"3. campaign '{CAMPAIGN}' / segment '{SEGMENT}'")
 
-    base = {"app_id": app["id"], "network": "x_ios", "x_account_ids": [ACCOUNT_ID],
-            "target_event": "PURCHASE", "event_matching_event": PURCHASE}  # fmt: skip
-    default = await api.call("POST", "/api/v1/trackers", {
-        **base, "segment_id": segment["id"], "name": "Winter reengagement", "default": True,
-        "post_engagement_window_days": 14, "post_view_window_days": 1,
-    }, expect=201)  # fmt: skip
+    base = {
+        "app_id": app["id"],
+        "network": "x_ios",
+        "x_account_ids": [ACCOUNT_ID],
+        "target_event": "PURCHASE",
+        "event_matching_event": PURCHASE,
+    }
+    default = await api.call(
+        "POST",
+        "/api/v1/trackers",
+        {
+            **base,
+            "segment_id": segment["id"],
+            "name": "Winter reengagement",
+            "default": True,
+            "post_engagement_window_days": 14,
+            "post_view_window_days": 1,
+        },
+        expect=201,
+    )
     say(f"4. reengagement tracker {_tracker_line(default)}")
     # Not default: only a campaign name carrying its id leads to it (PRODUCT.md 1, step 3).
-    named = await api.call("POST", "/api/v1/trackers", {
-        **base, "campaign_name": NAMED_CAMPAIGN_PREFIX.strip(" |"), "segment_name": SEGMENT,
-        "name": "Spring reengagement", "post_engagement_window_days": 7,
-    }, expect=201)  # fmt: skip
-    say(f"   reengagement tracker {_tracker_line(named)}, in campaign "
-        f"'{NAMED_CAMPAIGN_PREFIX.strip(' |')}' made on the fly; X campaigns named "
-        f"'{NAMED_CAMPAIGN_PREFIX}{named['id']}' lead to it")  # fmt: skip
+    named = await api.call(
+        "POST",
+        "/api/v1/trackers",
+        {
+            **base,
+            "campaign_name": NAMED_CAMPAIGN,
+            "segment_name": SEGMENT,
+            "name": "Spring reengagement",
+            "post_engagement_window_days": 7,
+        },
+        expect=201,
+    )
+    say(f"   reengagement tracker {_tracker_line(named)}")
+    say(
+        f"      (campaign '{NAMED_CAMPAIGN}' / segment '{SEGMENT}' made on the fly; "
+        "X campaign names that carry its id lead to it)"
+    )
 
-    for number, event_name in ((5, PURCHASE), (None, LEVEL_COMPLETE)):
-        postback = await api.call("POST", "/api/v1/postbacks", {
-            "app_id": app["id"], "network": "x_ios", "event_name": event_name,
-            "conversion_type": CONVERSION_TYPES[event_name],
-        }, expect=201)  # fmt: skip
+    for step, event_name in (("5.", PURCHASE), ("  ", LEVEL_COMPLETE)):
+        postback = await api.call(
+            "POST",
+            "/api/v1/postbacks",
+            {
+                "app_id": app["id"],
+                "network": "x_ios",
+                "event_name": event_name,
+                "conversion_type": CONVERSION_TYPES[event_name],
+            },
+            expect=201,
+        )
         delay_s = postback["delivery_delay_s"]
-        say(f"{f'{number}.' if number else '  '} postback {event_name} -> "
+        say(
+            f"{step} postback {event_name} -> "
             f"{postback['conversion_type']} ({f'{delay_s} s delay' if delay_s else 'realtime'}, "
             f"{postback['retry_attempts']} retries, delivery method "
-            f"{postback['delivery_method']})")  # fmt: skip
+            f"{postback['delivery_method']})"
+        )
 
-    return Setup(app["id"], {
-        "default": TrackerInfo(default["id"], default["name"], True),
-        "named": TrackerInfo(named["id"], named["name"], False),
-    })  # fmt: skip
+    return Setup(
+        app["id"],
+        {
+            "default": TrackerInfo(default["id"], default["name"]),
+            "named": TrackerInfo(named["id"], named["name"]),
+        },
+    )
 
 
 def _tracker_line(tracker: dict[str, Any]) -> str:
-    flag = "default" if tracker["default"] else "not default"
+    flag = " (default)" if tracker["default"] else ""
     return (
-        f"'{tracker['name']}' {tracker['id']}, {flag}, windows "
+        f"'{tracker['name']}'{flag}, id {tracker['id']}, windows "
         f"{tracker['post_engagement_window_days']}/{tracker['post_view_window_days']} days, "
         f"event-matching event '{tracker['event_matching_event']}'"
     )
