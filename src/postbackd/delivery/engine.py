@@ -34,6 +34,7 @@ from postbackd.x.device import DeviceHasher
 from postbackd.x.response import ResponseKind, XResponse
 
 from .circuit import CircuitBreaker
+from .circuit import State as CircuitState
 from .claim import judge_answer, request_params
 from .devices import DeviceNetworks
 from .model import Delivery, Result, State
@@ -109,6 +110,7 @@ class Engine:
         )
         self._slots = asyncio.Semaphore(settings.x_max_connections * 2)
         self._outcomes = {o: metrics.deliveries.labels(o) for o in DELIVERY_OUTCOMES}
+        self._answers = {k: metrics.x_answers.labels(k) for k in ResponseKind}
         self._warn = RateLimitedLog(log)
         # Every delivery in memory, from load until its new state is committed: the feeder
         # skips these ids, so nothing is sent twice by this process.
@@ -334,6 +336,7 @@ class Engine:
     def _observe(self, d: Delivery, response: XResponse, probe: bool, account_id: str) -> None:
         self._metrics.x_requests.labels(_status_class(response)).inc()
         self._metrics.x_request_duration.observe(response.duration_s)
+        self._answers[response.kind].inc()
         x_failed = response.kind is ResponseKind.RETRYABLE
         self._circuit.record(d.id, not x_failed, probe=probe)
         info = response.rate_limit
@@ -478,13 +481,11 @@ class Engine:
             )
         self._feed.set()
 
-    def _circuit_changed(self, state: str) -> None:
+    def _circuit_changed(self, state: CircuitState) -> None:
+        self._metrics.set_circuit_state(state)
         if state == "open":
             log.warning("X is failing broadly: circuit open, sending paused, probing")
         elif state == "closed":
             log.info("X answers again: circuit closed, sending resumed")
             for lane in self._lanes.values():
                 lane.wake.set()
-
-
-
