@@ -1,0 +1,389 @@
+"""A lean HTTP/1.1 client for the claim hot path: `POST <target>` with an empty body to one
+origin, through a bounded pool of keep-alive connections.
+
+aiohttp's ClientSession spends several times this module's CPU on each request (request and
+response objects, tracing hooks, cookies, timeouts, URL objects), more than the rest of a
+claim's work together. Here a request is one pre-assembled `bytes` written in one call, and its
+answer is parsed by llhttp (httptools) into the three things a claim needs: the status, the
+`x-rate-limit-*` headers and the body. One request at a time per connection, no pipelining;
+no redirects, proxies, cookies or compression: X's claim call needs none of them.
+
+Every failure comes back as an `XResponse` with status 0 and an `error` that starts with
+"timeout" or "connection error"; cancellation always propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections import deque
+from typing import Final, cast
+from urllib.parse import urlsplit
+
+import httptools
+
+from postbackd.x.response import RateLimitInfo, XResponse
+
+_TIMEOUT: Final = "timeout"
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_RATE_LIMIT_PREFIX: Final = b"x-rate-limit-"
+_LENGTH_HEADERS: Final = (b"content-length", b"transfer-encoding")
+
+
+class _Failed(Exception):
+    """No connection to send on; `error` is the human reason an `XResponse` carries."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def no_answer(started: float, error: str) -> XResponse:
+    """The response of a request that got no HTTP answer; `started` is a `perf_counter()`."""
+    return XResponse(
+        status=0, body=b"", rate_limit=None, duration_s=time.perf_counter() - started, error=error
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"connection error: {type(exc).__name__}: {exc}"
+
+
+class Http1Pool:
+    """Keep-alive connections to one origin (http or https), at most `max_connections`.
+
+    `timeout_s` bounds connecting plus the wait for the complete answer, from the moment the
+    request has its place in the pool. The wait for that place is not counted: the queue is the
+    caller's own back-pressure, and counting it as X timing out would retry and trip the circuit
+    breaker for no fault of X. Build it inside the running event loop; `close()` it at the end.
+    """
+
+    __slots__ = (
+        "_all_closed",
+        "_closed",
+        "_connections",
+        "_host",
+        "_idle",
+        "_loop",
+        "_max_connections",
+        "_port",
+        "_request_end",
+        "_request_middle",
+        "_size",
+        "_ssl",
+        "_timeout_s",
+        "_waiters",
+    )
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_connections: int,
+        timeout_s: float,
+        user_agent: str,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        parts = urlsplit(base_url)
+        default_port = _DEFAULT_PORTS.get(parts.scheme)
+        if default_port is None or not parts.hostname:
+            raise ValueError("the base URL needs an http or https scheme and a host")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self._loop = asyncio.get_running_loop()
+        self._host = parts.hostname
+        self._port = parts.port or default_port
+        self._ssl = (
+            (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
+        )
+        self._max_connections = max_connections
+        self._timeout_s = timeout_s
+        # RFC 9112 section 3.2: Host is the authority, its port only when not the default.
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        if self._port != default_port:
+            host = f"{host}:{self._port}"
+        # Everything but the target and the Authorization value is the same on every request.
+        self._request_middle = f" HTTP/1.1\r\nHost: {host}\r\nAuthorization: "
+        self._request_end = f"\r\nContent-Length: 0\r\nUser-Agent: {user_agent}\r\n\r\n"
+        self._idle: list[_Connection] = []  # used as a stack: the warmest connection first
+        self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
+        self._size = 0  # places taken: idle connections and requests holding one
+        self._connections: set[_Connection] = set()
+        self._closed = False
+        self._all_closed: asyncio.Future[None] | None = None
+
+    async def post(self, target: str, authorization: str) -> XResponse:
+        """`POST target` (path and query, already percent-encoded) with an empty body.
+
+        `duration_s` runs from the moment the request has its place in the pool (connecting
+        included) to the end of the answer: X's latency, not the pool's queue.
+        """
+        request = f"POST {target}{self._request_middle}{authorization}{self._request_end}".encode()
+        try:
+            conn = await self._acquire()
+        except _Failed as failure:
+            return no_answer(time.perf_counter(), failure.error)
+        started = time.perf_counter()
+        deadline = self._loop.time() + self._timeout_s
+        try:
+            if conn is None:
+                conn = await self._connect(deadline)
+            error = await conn.exchange(request, deadline)
+            if error is not None and conn.stale(error):
+                # A keep-alive connection the server closed while it sat idle, noticed only
+                # now: the request never reached the server, so it goes once on a fresh
+                # connection. The small risk: a server that read it and dropped the connection
+                # before answering sees it twice, the same duplicate a retried connection
+                # error would send anyway (PRODUCT.md section 2, "Retries").
+                conn = await self._connect(deadline)
+                error = await conn.exchange(request, deadline)
+        except _Failed as failure:
+            self._release(None)
+            return no_answer(started, failure.error)
+        except BaseException:
+            # Cancelled: the answer may still arrive on this connection and would be read as
+            # the next request's, so the connection goes.
+            if conn is not None:
+                conn.abort()
+            self._release(None)
+            raise
+        if error is not None:  # the connection was closed when the request failed
+            self._release(None)
+            return no_answer(started, error)
+        response = XResponse(
+            status=conn.status,
+            body=b"".join(conn.body),
+            rate_limit=RateLimitInfo.from_headers(conn.rate_headers),
+            duration_s=time.perf_counter() - started,
+        )
+        if conn.keep_alive and not conn.closing:
+            self._release(conn)
+        else:  # RFC 9112 section 9.6: "Connection: close" (or HTTP/1.0) ends the connection
+            conn.abort()
+            self._release(None)
+        return response
+
+    async def close(self) -> None:
+        """Close every connection; requests still in flight end with a connection error."""
+        self._closed = True
+        for conn in list(self._connections):
+            conn.fail("connection error: the client was closed")
+        if self._connections:
+            self._all_closed = self._loop.create_future()
+            await self._all_closed
+
+    async def _acquire(self) -> _Connection | None:
+        """An idle connection, or None: a place to open a new one. Waits in FIFO order."""
+        if self._closed:
+            raise _Failed("connection error: the client was closed")
+        if self._idle:
+            conn = self._idle.pop()
+            conn.idle = False
+            # Closing but not yet reported lost: its place is ours, for a fresh connection.
+            return None if conn.closing else conn
+        if self._size < self._max_connections:
+            self._size += 1
+            return None
+        waiter: asyncio.Future[_Connection | None] = self._loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # A cancelled waiter stays queued until `_release` skips it. One handed a
+            # connection or a place just before its cancellation passes it on.
+            if not waiter.cancelled():
+                self._release(waiter.result())
+            raise
+
+    def _release(self, conn: _Connection | None) -> None:
+        """Give a reusable connection, or a place (None), to the first waiter or the pool."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is None:
+            self._size -= 1
+        else:
+            conn.idle = True
+            self._idle.append(conn)
+
+    async def _connect(self, deadline: float) -> _Connection:
+        if self._closed:
+            raise _Failed("connection error: the client was closed")
+        try:
+            async with asyncio.timeout_at(deadline):
+                _, conn = await self._loop.create_connection(
+                    lambda: _Connection(self),
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl else None,
+                )
+        except TimeoutError:  # before OSError: it is one
+            raise _Failed("timeout while connecting") from None
+        except OSError as exc:  # refused, unreachable, name not resolved, TLS refused
+            raise _Failed(_describe(exc)) from None
+        if self._closed:
+            conn.abort()
+            raise _Failed("connection error: the client was closed")
+        return conn
+
+    def _opened(self, conn: _Connection) -> None:
+        self._connections.add(conn)
+
+    def _lost(self, conn: _Connection) -> None:
+        self._connections.discard(conn)
+        if conn.idle:  # closed by the server while idle: its place is free again
+            conn.idle = False
+            self._idle.remove(conn)
+            self._release(None)
+        done = self._all_closed
+        if not self._connections and done is not None and not done.done():
+            done.set_result(None)
+
+
+class _Connection(asyncio.Protocol):
+    """One connection; carries one request at a time and parses its answer as it arrives."""
+
+    __slots__ = (
+        "_delimited",
+        "_headers_done",
+        "_loop",
+        "_parser",
+        "_pool",
+        "_replied",
+        "_timer",
+        "_transport",
+        "_uses",
+        "_waiter",
+        "body",
+        "idle",
+        "keep_alive",
+        "rate_headers",
+        "status",
+    )
+
+    def __init__(self, pool: Http1Pool) -> None:
+        self._pool = pool
+        self._loop = pool._loop
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[str | None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._uses = 0
+        self._replied = False  # a byte of the current answer arrived
+        self._headers_done = False
+        self._delimited = False  # the answer has Content-Length or Transfer-Encoding
+        self.idle = False
+        self.status = 0
+        self.keep_alive = False
+        self.body: list[bytes] = []
+        self.rate_headers: dict[str, str] = {}
+
+    @property
+    def closing(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    def exchange(self, request: bytes, deadline: float) -> asyncio.Future[str | None]:
+        """Send the request; the future gives None once the answer is complete, else why not."""
+        self._uses += 1
+        self._replied = self._headers_done = self._delimited = self.keep_alive = False
+        self.status = 0
+        self.body = []
+        self.rate_headers = {}
+        waiter = self._waiter = self._loop.create_future()
+        if self.closing:  # lost between leaving the pool and now: never sent
+            self.fail("connection error: the connection closed before the request was sent")
+        else:
+            assert self._transport is not None
+            self._timer = self._loop.call_at(deadline, self.fail, _TIMEOUT)
+            self._transport.write(request)
+        return waiter
+
+    def stale(self, error: str) -> bool:
+        """Whether a reused connection closed before any byte of the answer (not a timeout)."""
+        return self._uses > 1 and not self._replied and error != _TIMEOUT
+
+    def fail(self, error: str) -> None:
+        self._finish(error)
+        self.abort()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _finish(self, error: str | None) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            return
+        self._waiter = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not waiter.done():  # done = cancelled with its request, which closes the connection
+            waiter.set_result(error)
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # A request must leave at once, not wait on Nagle's algorithm for an ACK. asyncio
+            # and uvloop set this for TCP already; setting it here keeps it loop-independent.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._pool._opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._replied = True
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self.fail(f"connection error: malformed answer: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self._finish(_describe(exc))
+        elif self._headers_done and not self._delimited:
+            # RFC 9112 section 6.3: without a length, the body ends when the server closes.
+            self._finish(None)
+        elif self._replied:
+            self._finish("connection error: the server closed the connection mid-answer")
+        else:
+            self._finish("connection error: the server closed the connection before answering")
+        self._pool._lost(self)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._waiter is None:  # bytes with no request waiting: the stream cannot be trusted
+            raise ValueError("an answer nobody asked for")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name.startswith(_RATE_LIMIT_PREFIX):
+            self.rate_headers[name.decode("latin-1")] = value.decode("latin-1")
+        elif name in _LENGTH_HEADERS:
+            self._delimited = True
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        self.status = self._parser.get_status_code()
+        # Connection: close, HTTP/1.0 without keep-alive, or a body that ends at EOF.
+        self.keep_alive = self._parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.status < 200:
+            # RFC 9110 section 15.2: interim (1xx) answers may precede the final one.
+            self._headers_done = self._delimited = False
+            self.rate_headers = {}
+            self.body = []
+            return
+        self._finish(None)
