@@ -186,3 +186,16 @@ def test_repr_hides_secrets() -> None:
     signer = OAuth1Signer("consumer-key", "consumer-secret-value")
     signer.authorization("GET", "https://x.test/", [], "tok", "token-secret-value")
     assert "secret-value" not in repr(signer)
+
+
+def test_nonces_are_unique_per_signer_and_across_signers() -> None:
+    first, second = OAuth1Signer("ck", "cs"), OAuth1Signer("ck", "cs")
+    nonces = [
+        signer.authorization("POST", "https://ads-api.x.com/12/conversion_event", [], "t", "s")
+        .split('oauth_nonce="')[1]
+        .split('"')[0]
+        for signer in (first, second)
+        for _ in range(1000)
+    ]
+    assert len(set(nonces)) == len(nonces)
+    assert all(n.isalnum() for n in nonces)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import hmac
 import ipaddress
+import itertools
 import secrets
 import time
 from collections.abc import Sequence
@@ -75,7 +76,7 @@ def _escape_encoded(text: str) -> str:
 class OAuth1Signer:
     """Signs requests for one consumer (the partner's app) with any account's token."""
 
-    __slots__ = ("_consumer_key", "_consumer_secret", "_prefixes", "_tokens")
+    __slots__ = ("_consumer_key", "_consumer_secret", "_nonces", "_prefixes", "_tokens")
 
     def __init__(self, consumer_key: str, consumer_secret: str) -> None:
         self._consumer_key = percent_encode(consumer_key)
@@ -83,6 +84,10 @@ class OAuth1Signer:
         self._consumer_secret = percent_encode(consumer_secret)
         self._tokens: dict[tuple[str, str], tuple[str, hmac.HMAC]] = {}
         self._prefixes: dict[tuple[str, str], str] = {}
+        # RFC 5849 3.3: a nonce only has to be unique per timestamp and token. A random
+        # prefix per signer plus a counter is, and costs no system call per request (one
+        # urandom read per claim showed at 5% of the engine's profile).
+        self._nonces = map(f"{secrets.token_hex(8)}{{:x}}".format, itertools.count())
 
     def __repr__(self) -> str:
         # The consumer secret and the cached token secrets stay out of every repr.
