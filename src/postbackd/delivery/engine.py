@@ -204,8 +204,10 @@ class Engine:
                 rows = await self._journal.call(sql.load_due, self._cursor, _now_ms(), room)
                 if not rows:
                     break
-                self._cursor = (rows[-1].due_ms, rows[-1].id)
-                for d in rows:
+                last = Delivery(*rows[-1])
+                self._cursor = (last.due_ms, last.id)
+                for row in rows:
+                    d = Delivery(*row)
                     if d.id not in self._loaded:
                         self._loaded[d.id] = d
                         self._route(d)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
-from postbackd.delivery.model import Delivery, NewDelivery, Result
+from postbackd.delivery.model import NewDelivery, Result
 from postbackd.event import Event
 
 # SQLite's bound-parameter limit is 32766 on current builds; stay well below it.
@@ -69,18 +69,19 @@ def insert_events(
 
 def load_due(
     conn: sqlite3.Connection, after: tuple[int, int], now_ms: int, limit: int
-) -> list[Delivery]:
-    """Pending deliveries due by `now_ms`, in (due, id) order after the cursor `after`."""
-    rows = conn.execute(
-        # INDEXED BY: without statistics SQLite prefers deliveries_state and sorts every
-        # pending row; the partial index seeks straight to the cursor in due order.
+) -> list[tuple[Any, ...]]:
+    """Pending deliveries due by `now_ms`, in (due, id) order after the cursor `after`, as
+    rows for `Delivery(*row)` (built by the caller: this runs on the journal's thread, and
+    every Python object made here holds the GIL away from the event loop)."""
+    return conn.execute(
+        # INDEXED BY: without statistics SQLite may sort every pending row; the partial
+        # index seeks straight to the cursor in due order.
         f"SELECT {_LOAD_COLUMNS} FROM deliveries d INDEXED BY deliveries_pending"
         " JOIN events e ON e.event_id = d.event_id"
         " WHERE d.state IN ('scheduled', 'ready') AND (d.due_ms, d.id) > (?, ?)"
         " AND d.due_ms <= ? ORDER BY d.due_ms, d.id LIMIT ?",
         (after[0], after[1], now_ms, limit),
     ).fetchall()
-    return [Delivery(*row) for row in rows]
 
 
 def write_results(conn: sqlite3.Connection, results: Iterable[Result], now_ms: int) -> None:
@@ -159,10 +160,8 @@ def replay_dead(conn: sqlite3.Connection, ids: Sequence[int] | None, now_ms: int
 
 def count_by_state(conn: sqlite3.Connection, now_ms: int) -> dict[str, int]:
     counts = {
-        state: int(n)
-        for state, n in conn.execute(
-            "SELECT state, COUNT(*) FROM deliveries WHERE state IN ('held', 'dead') GROUP BY state"
-        )
+        "held": conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'held'").fetchone()[0],
+        "dead": conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'").fetchone()[0],
     }
     pending = conn.execute(
         "SELECT COALESCE(SUM(due_ms > ?), 0), COUNT(*) FROM deliveries"

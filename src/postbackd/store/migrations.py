@@ -111,7 +111,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     -- The feeder's scan: pending deliveries in due order.
     CREATE INDEX deliveries_pending ON deliveries(due_ms, id)
         WHERE state IN ('scheduled', 'ready');
-    CREATE INDEX deliveries_state ON deliveries(state, id);
+    -- Parked states only: delivered and skipped rows, the bulk, enter no state index.
+    CREATE INDEX deliveries_held ON deliveries(id) WHERE state = 'held';
+    CREATE INDEX deliveries_dead ON deliveries(id) WHERE state = 'dead';
     CREATE TABLE claims (
         delivery_id INTEGER PRIMARY KEY,
         event_id TEXT NOT NULL,

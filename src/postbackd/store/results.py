@@ -69,6 +69,13 @@ def list_deliveries(
             f" AND due_ms {op} ? ORDER BY due_ms, id LIMIT ?",
             (now_ms, limit),
         )
+    elif state in ("held", "dead"):
+        # A literal state, so that its partial index serves the query.
+        cur = conn.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE state = '{state}'"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
     else:
         cur = conn.execute(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?",
