@@ -42,6 +42,8 @@ async def test_every_api_call_needs_the_bearer_token(running: Running) -> None:
         ("GET", "/api/v1/x-accounts"),
         ("DELETE", "/api/v1/trackers/x"),
         ("POST", "/api/v1/x-accounts/x/authenticate"),
+        ("POST", "/track/json"),
+        ("GET", "/api/v1/deliveries"),
     ]:
         status, body = await api.request(method, path, auth=False)
         assert status == 401, (method, path)

@@ -131,6 +131,11 @@ def _ingest(args: argparse.Namespace) -> int:
         finally:
             progress.finish()
         elapsed_s = time.monotonic() - started
+    return _report(totals, elapsed_s)
+
+
+def _report(totals: IngestTotals, elapsed_s: float) -> int:
+    """Refused lines on stderr, the summary on stdout; the exit status of `ingest`."""
     for refusal in totals.first_refusals:
         at = f" (field {refusal.field})" if refusal.field else ""
         print(f"line {refusal.line_number}: refused: {refusal.error}{at}", file=sys.stderr)  # noqa: T201
@@ -185,7 +190,7 @@ def _client_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help=f"the daemon's data directory, whose api-token file is read when no token is "
-        f"given (default: ${DATA_DIR_ENV}, else {_DAEMON_DEFAULTS.data_dir})",
+        f"given (default: ${DATA_DIR_ENV}, else {os.path.join('.', _DAEMON_DEFAULTS.data_dir)})",
     )
 
 
@@ -256,7 +261,14 @@ def _add_command(
     parser.set_defaults(command=run)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from postbackd import demo
+
+    return demo.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from postbackd import demo
     from postbackd.mockx import cli as mock_cli
 
     parser = argparse.ArgumentParser(
@@ -279,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
         "/var/lib/postbackd",
         add_arguments=settings.add_arguments,
         run=_serve,
+    )
+    _add_command(
+        commands,
+        "demo",
+        summary=demo.SUMMARY,
+        description=demo.DESCRIPTION,
+        example=demo.EXAMPLE,
+        add_arguments=demo.add_arguments,
+        run=_demo,
     )
     _add_command(
         commands,
@@ -311,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit status: 0 when every event was accepted or a duplicate, 1 when some were "
         "refused, 2 on a usage error, an unreachable daemon or a request refused as a "
         "whole (a wrong token, for one).",
-        example='postbackd ingest events.ndjson --token "$(cat postbackd-data/api-token)"\n'
+        example="postbackd ingest events.ndjson --data-dir /var/lib/postbackd\n"
         "zcat events.ndjson.gz | postbackd ingest - --source events-2026-11 "
         "--url http://10.0.0.5:8080",
         add_arguments=_ingest_arguments,

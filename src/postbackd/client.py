@@ -40,6 +40,7 @@ MAX_BATCH_BYTES: Final = 4 * 1024 * 1024
 SEND_RETRIES: Final = 5
 # 0.5, 1, 2, 4, 8 s before jitter: about 15 s in all, time enough for a daemon to restart.
 SEND_BACKOFF: Final = RetryPolicy(base_s=0.5, factor=2.0, cap_s=8.0)
+# A full batch waits for its group commit to disk before the daemon answers.
 TIMEOUT_S: Final = 60.0
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
 
@@ -94,9 +95,9 @@ def _base_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception, timeout_s: float) -> str:
     if isinstance(exc, TimeoutError):
-        return f"no answer within {TIMEOUT_S:g} s"
+        return f"no answer within {timeout_s:g} s"
     if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno:
         errno = exc.os_error.errno
         return os.strerror(errno) if errno > 0 else str(exc.os_error.strerror)
@@ -148,12 +149,13 @@ class DaemonClient:
         self.url = _base_url(url)
         self.reached = False  # whether the daemon has answered at least once
         self._token = token
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> DaemonClient:
         self._session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {self._token}"}, timeout=self._timeout
+            headers={"Authorization": f"Bearer {self._token}"},
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s),
         )
         return self
 
@@ -189,7 +191,9 @@ class DaemonClient:
             ) as response:
                 status, reason, answer = response.status, response.reason, await response.read()
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise Unreachable(f"cannot reach the daemon at {self.url}: {_reason(e)}") from None
+            raise Unreachable(
+                f"cannot reach the daemon at {self.url}: {_reason(e, self._timeout_s)}"
+            ) from None
         self.reached = True
         try:
             data = orjson.loads(answer)
@@ -239,7 +243,7 @@ class BatchReader:
     def __init__(
         self, source: BinaryIO, name: str, *, max_lines: int, max_bytes: int = MAX_BATCH_BYTES
     ) -> None:
-        self.name = name
+        self._name = name
         self._source = source
         self._max_lines = max_lines
         self._max_bytes = max_bytes
@@ -260,7 +264,7 @@ class BatchReader:
                 raw = raw[len(_UTF8_BOM) :]  # some Windows tools start UTF-8 files with it
             line = raw.strip()
             if line:
-                item = with_event_id(line, self.name, self._line_number)
+                item = with_event_id(line, self._name, self._line_number)
                 numbers.append(self._line_number)
                 items.append(item)
                 size += len(item) + 1
@@ -311,7 +315,7 @@ class IngestTotals:
         del self.first_refusals[self.keep_refusals :]
 
 
-async def _send(client: DaemonClient, batch: Batch, rng: random.Random) -> IngestAnswer:
+async def _send_batch(client: DaemonClient, batch: Batch, rng: random.Random) -> IngestAnswer:
     retry = 0
     while True:
         try:
@@ -336,15 +340,16 @@ async def upload_ndjson(
     keep_refusals: int,
     on_batch: Callable[[IngestTotals], None] | None = None,
 ) -> IngestTotals:
-    """Send every batch of `reader`, at most `concurrency` at a time; memory holds at most
-    `concurrency + 1` batches. The first error that retries do not cure ends the upload."""
+    """Send every batch of `reader`, at most `concurrency` at a time (a batch being read
+    counts), so memory holds that many batches whatever the input's size. The first error
+    that retries do not cure ends the upload."""
     totals = IngestTotals(keep_refusals)
     slots = asyncio.Semaphore(concurrency)
     rng = random.Random()
 
     async def send(batch: Batch) -> None:
         try:
-            answer = await _send(client, batch, rng)
+            answer = await _send_batch(client, batch, rng)
         finally:
             slots.release()
         totals.add(batch, answer)

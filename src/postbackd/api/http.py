@@ -94,14 +94,18 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(error)
 
 
-def auth_middleware(
-    token: str, prefix: str = "/api/"
-) -> Callable[..., Awaitable[web.StreamResponse]]:
+# Everything but health and metrics (which Prometheus scrapes without a token) needs the
+# bearer token: the admin API, the results, and ingest, which would otherwise let anyone
+# who reaches the port make claims at X.
+GUARDED: Final = ("/api/", "/track/")
+
+
+def auth_middleware(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
     expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(prefix):
+        if request.path.startswith(GUARDED):
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 raise Unauthorized(
