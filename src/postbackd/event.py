@@ -19,6 +19,7 @@ from typing import Any, Final
 import orjson
 
 from postbackd.errors import BadRequest, Invalid, TooLarge
+from postbackd.fields import type_name
 
 MAX_ID_CHARS: Final = 128
 MAX_EVENT_NAME_CHARS: Final = 256
@@ -95,7 +96,7 @@ def split_body(body: bytes, content_type: str, *, max_items: int) -> list[object
         _check_item_count(len(document), max_items)
         return document
     raise BadRequest(
-        f"the body must be a JSON object, a JSON array or NDJSON, not {_json_type(document)}"
+        f"the body must be a JSON object, a JSON array or NDJSON, not {type_name(document)}"
     )
 
 
@@ -154,7 +155,7 @@ def parse_event(item: object, *, received_at_ms: int) -> Event:
     if isinstance(item, Malformed):
         raise Invalid(item.reason)
     if not isinstance(item, dict):
-        raise Invalid(f"an event must be a JSON object, not {_json_type(item)}")
+        raise Invalid(f"an event must be a JSON object, not {type_name(item)}")
 
     action = item.get("action")
     if action is not None and action != "event":
@@ -164,13 +165,13 @@ def parse_event(item: object, *, received_at_ms: int) -> Event:
     if data is None:
         raise Invalid("data is required", field="data")
     if not isinstance(data, dict):
-        raise Invalid(f"data must be an object, not {_json_type(data)}", field="data")
+        raise Invalid(f"data must be an object, not {type_name(data)}", field="data")
     event_data = data.get("event_data")
     if event_data is None:
         event_data = {}
     elif not isinstance(event_data, dict):
         raise Invalid(
-            f"data.event_data must be an object, not {_json_type(event_data)}",
+            f"data.event_data must be an object, not {type_name(event_data)}",
             field="data.event_data",
         )
 
@@ -208,7 +209,7 @@ def _required_str(parent: dict[str, object], key: str, field: str, max_chars: in
     if value is None:
         raise Invalid(f"{field} is required", field=field)
     if not isinstance(value, str):
-        raise Invalid(f"{field} must be a string, not {_json_type(value)}", field=field)
+        raise Invalid(f"{field} must be a string, not {type_name(value)}", field=field)
     if not value:
         raise Invalid(f"{field} must not be empty", field=field)
     if len(value) > max_chars:
@@ -221,7 +222,7 @@ def _optional_str(item: dict[str, object], key: str, max_chars: int | None = Non
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise Invalid(f"{key} must be a string, not {_json_type(value)}", field=key)
+        raise Invalid(f"{key} must be a string, not {type_name(value)}", field=key)
     if max_chars is not None and len(value) > max_chars:
         raise Invalid(f"{key} is longer than {max_chars} characters", field=key)
     return value
@@ -231,7 +232,7 @@ def _device_ids(value: object) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise Invalid(f"device_ids must be an object, not {_json_type(value)}", field="device_ids")
+        raise Invalid(f"device_ids must be an object, not {type_name(value)}", field="device_ids")
     device_ids: dict[str, str] = {}
     for kind, device_id in value.items():
         # Null or empty carries no id: dropped, as if absent.
@@ -239,7 +240,7 @@ def _device_ids(value: object) -> dict[str, str]:
             continue
         field = f"device_ids.{kind}"
         if not isinstance(device_id, str):
-            raise Invalid(f"{field} must be a string, not {_json_type(device_id)}", field=field)
+            raise Invalid(f"{field} must be a string, not {type_name(device_id)}", field=field)
         if len(device_id) > MAX_ID_CHARS:
             raise Invalid(f"{field} is longer than {MAX_ID_CHARS} characters", field=field)
         device_ids[kind] = device_id
@@ -266,7 +267,7 @@ def _conversion_time_ms(usertime: object, received_at_ms: int) -> int:
     if isinstance(usertime, bool) or not isinstance(usertime, int | float | str):
         raise Invalid(
             f"usertime must be epoch seconds as a number or numeric string, "
-            f"not {_json_type(usertime)}",
+            f"not {type_name(usertime)}",
             field="usertime",
         )
     if isinstance(usertime, str):
@@ -297,20 +298,3 @@ def _conversion_time_ms(usertime: object, received_at_ms: int) -> int:
             field="usertime",
         )
     return time_ms
-
-
-def _json_type(value: object) -> str:
-    """The JSON name of a parsed value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__

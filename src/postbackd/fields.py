@@ -13,18 +13,19 @@ NAME_MAX: Final = 200
 
 
 def type_name(value: object) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "a boolean"
+        return "boolean"
     if isinstance(value, int | float):
-        return "a number"
+        return "number"
     if isinstance(value, str):
-        return "a string"
+        return "string"
     if isinstance(value, list):
-        return "an array"
+        return "array"
     if isinstance(value, dict):
-        return "an object"
+        return "object"
     return type(value).__name__
 
 

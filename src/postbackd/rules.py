@@ -8,7 +8,7 @@ naming the field. They are plain functions: no HTTP, no SQLite.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from postbackd import ids
@@ -60,6 +60,14 @@ def _app_of(index: Index, app_id: str) -> App:
     if app is None:
         raise Invalid(f"app {app_id!r} does not exist", field="app_id", code="unknown_reference")
     return app
+
+
+def _name_taken(
+    others: Iterable[Campaign | Segment | Tracker], name: str, existing: object
+) -> bool:
+    """Whether another object of the same scope has this name, case-insensitively."""
+    folded = name.lower()
+    return any(o.name.lower() == folded and o is not existing for o in others)
 
 
 def _network_for(app: App, r: Reader) -> str:
@@ -129,13 +137,8 @@ def check_campaign(data: Mapping[str, object], index: Index, existing: Campaign 
     r = Reader(data)
     app = _app_of(index, r.string("app_id", max_len=100))
     name = r.string("name")
-    for other in index.campaigns.values():
-        if (
-            other.app_id == app.id
-            and other.name.lower() == name.lower()
-            and (existing is None or other.id != existing.id)
-        ):
-            raise Conflict(f"the app already has a campaign named {name!r}", field="name")
+    if _name_taken((c for c in index.campaigns.values() if c.app_id == app.id), name, existing):
+        raise Conflict(f"the app already has a campaign named {name!r}", field="name")
     return Campaign(
         id=existing.id if existing else ids.kochava_id(name, ids.ENTITY_HEX),
         app_id=app.id,
@@ -154,13 +157,9 @@ def check_segment(data: Mapping[str, object], index: Index, existing: Segment | 
             code="unknown_reference",
         )
     name = r.string("name")
-    for other in index.segments.values():
-        if (
-            other.campaign_id == campaign_id
-            and other.name.lower() == name.lower()
-            and (existing is None or other.id != existing.id)
-        ):
-            raise Conflict(f"the campaign already has a segment named {name!r}", field="name")
+    siblings = (s for s in index.segments.values() if s.campaign_id == campaign_id)
+    if _name_taken(siblings, name, existing):
+        raise Conflict(f"the campaign already has a segment named {name!r}", field="name")
     return Segment(
         id=existing.id if existing else ids.kochava_id(name, ids.ENTITY_HEX),
         campaign_id=campaign_id,
@@ -181,14 +180,9 @@ def check_tracker(data: Mapping[str, object], index: Index, existing: Tracker | 
     if index.campaigns[segment.campaign_id].app_id != app.id:
         raise Invalid("segment belongs to a campaign of another app", field="segment_id")
     name = r.string("name")
-    for other in index.trackers.values():
-        if (
-            other.app_id == app.id
-            and other.name.lower() == name.lower()
-            and (existing is None or other.id != existing.id)
-        ):
-            # Seed: "Enter a unique Tracker Name" (within the app, case-insensitive).
-            raise Conflict(f"the app already has a tracker named {name!r}", field="name")
+    # Seed: "Enter a unique Tracker Name" (within the app, case-insensitive).
+    if _name_taken((t for t in index.trackers.values() if t.app_id == app.id), name, existing):
+        raise Conflict(f"the app already has a tracker named {name!r}", field="name")
     account_ids = r.string_list("x_account_ids")
     for i, account_id in enumerate(account_ids):
         account = index.accounts.get(account_id)
