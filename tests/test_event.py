@@ -329,3 +329,25 @@ def test_item_limit_of_ndjson_counts_lines_not_blanks() -> None:
     with pytest.raises(TooLarge, match="more than 3 events") as caught:
         split_body(b"1\n2\n{\n4", "application/x-ndjson", max_items=3)
     assert caught.value.code == "too_many_items"
+
+
+def test_the_ipv4_fast_path_agrees_with_ipaddress() -> None:
+    import ipaddress
+    import random
+
+    from postbackd.event import _is_dotted_quad
+
+    rng = random.Random(7)
+    pieces = ["0", "1", "00", "01", "9", "10", "99", "100", "199", "255", "256", "999", "",
+              "a", "-1", "+1", " 1", "1 ", "١", "0x1"]  # fmt: skip
+    for _ in range(20_000):
+        address = ".".join(rng.choice(pieces) for _ in range(rng.choice([3, 4, 4, 4, 5])))
+        try:
+            ipaddress.IPv4Address(address)
+            valid = True
+        except ValueError:
+            valid = False
+        # The fast path may only say yes to what ipaddress accepts (a no falls back to it).
+        assert not _is_dotted_quad(address) or valid, address
+        if valid:
+            assert _is_dotted_quad(address), address

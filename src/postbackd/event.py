@@ -247,12 +247,22 @@ def _device_ids(value: object) -> dict[str, str]:
     return device_ids
 
 
+def _is_dotted_quad(address: str) -> bool:
+    """A plain IPv4 address, checked without `ipaddress` (a third of this module's cost)."""
+    parts = address.split(".")
+    return len(parts) == 4 and all(
+        p.isdigit() and p.isascii() and len(p) <= 3 and int(p) <= 255 and (p == "0" or p[0] != "0")
+        for p in parts
+    )
+
+
 def _origination_ip(item: dict[str, object]) -> str | None:
     address = _optional_str(item, "origination_ip")
     if address is not None:
         # X's device_ip_address takes an IPv4 or IPv6 address (reference: query parameters).
         try:
-            ipaddress.ip_address(address)
+            if not _is_dotted_quad(address):
+                ipaddress.ip_address(address)
         except ValueError:
             raise Invalid(
                 "origination_ip must be an IPv4 or IPv6 address", field="origination_ip"

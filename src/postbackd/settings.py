@@ -213,7 +213,9 @@ class Settings:
         default=0.5, metadata=_meta("share of failed requests that opens the circuit", _ratio)
     )
     circuit_probe_interval_s: float = field(
-        default=5.0, metadata=_meta("time between probes while the circuit is open", _positive)
+        # One request a second costs X nothing during an outage and ends it within a second.
+        default=1.0,
+        metadata=_meta("time between probes while the circuit is open", _positive),
     )
     shutdown_grace_s: float = field(
         default=10.0, metadata=_meta("time in-flight requests get to finish", _at_least(0))
