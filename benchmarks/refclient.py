@@ -7,9 +7,10 @@ before the clock starts): the most one Python process pushes through HTTP here, 
 transport ceiling. `naive`: the same client building each claim request from its event and
 signing it with oauthlib as it goes, what a straightforward implementation costs.
 
-Both keep as many requests in flight as the daemon may (two per pooled connection) through a
-pool of the daemon's connection limit, and print one JSON line: requests answered 200 per
-second over the measured time (after a warm-up).
+Both keep two requests in flight per pooled connection (the daemon's limit across all
+accounts; with one account it sends at most 64 at a time) through a pool of the daemon's
+connection limit, and print one JSON line: requests answered 200 per second over the measured
+time (after a warm-up), the foreign load, and the CPU time per request of each side.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from oauthlib.oauth1 import Client
 from yarl import URL
 
 from benchmarks import workload
+from benchmarks.noise import Noise, cpu_s
 
 # Pre-signed requests are cycled: enough to look like distinct traffic, few enough to sign
 # in a second or two before the measurement starts.
@@ -67,8 +69,8 @@ def requests_of(mode: str, url: str, account: workload.Account) -> Callable[[], 
 
 
 async def measure(
-    url: str, mode: str, duration_s: float, warmup_s: float, connections: int
-) -> dict[str, object]:
+    url: str, mode: str, duration_s: float, warmup_s: float, connections: int, server_pid: int
+) -> dict[str, float]:
     next_request = requests_of(mode, url, workload.accounts(1)[0])
     counts = {"ok": 0, "other": 0}
     counting = False
@@ -88,16 +90,23 @@ async def measure(
         await asyncio.sleep(warmup_s)
         counting = True
         started = time.monotonic()
+        watch = Noise([server_pid])
+        own_cpu_s, server_cpu_s = time.process_time(), cpu_s(server_pid)
         await asyncio.sleep(duration_s)
         counting = False
         elapsed_s = time.monotonic() - started
+        own_cpu_s, server_cpu_s = time.process_time() - own_cpu_s, cpu_s(server_pid) - server_cpu_s
+        foreign = watch.foreign_cores()
         await asyncio.gather(*workers)
     return {
-        "mode": mode,
         "ok": counts["ok"],
         "other": counts["other"],
         "elapsed_s": elapsed_s,
         "rate_per_s": counts["ok"] / elapsed_s,
+        "foreign_cores": foreign,
+        # Which side bounds the rate: CPU time per answered request of each process.
+        "client_cpu_us": own_cpu_s / max(counts["ok"], 1) * 1e6,
+        "server_cpu_us": server_cpu_s / max(counts["ok"], 1) * 1e6,
     }
 
 
@@ -108,10 +117,18 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=8.0)
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--server-pid", type=int, default=0, help="left out of the noise")
     args = parser.parse_args()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         result = runner.run(
-            measure(args.url, args.mode, args.duration_s, args.warmup_s, args.connections)
+            measure(
+                args.url,
+                args.mode,
+                args.duration_s,
+                args.warmup_s,
+                args.connections,
+                args.server_pid,
+            )
         )
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 

@@ -63,7 +63,7 @@ def environment(**extra: str) -> dict[str, str]:
 
 def idfa(run: int, n: int) -> str:
     """A distinct IDFA per (run, event number): every event is its own conversion at X."""
-    return f"{run:08X}-{n >> 48 & 0xFFFF:04X}-4{n >> 36 & 0xFFF:03X}-8{n >> 24 & 0xFFF:03X}-{n & 0xFFFFFF:012X}"
+    return f"{run:08X}-0000-4000-8{n >> 48 & 0xFFF:03X}-{n & 0xFFFFFFFFFFFF:012X}"
 
 
 def event(app_id: str, run: int, n: int, usertime_s: float, event_name: str = EVENT_NAME) -> bytes:
@@ -98,7 +98,7 @@ def claim_params(raw_idfa: str, conversion_time_s: float) -> list[tuple[str, str
         ("os_type", "IOS"),
         ("hashed_device_id", base64.b64encode(digest).decode()),
         ("conversion_type", CONVERSION_TYPE),
-        ("conversion_time", moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"),
+        ("conversion_time", f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"),
         ("click_window", str(WINDOWS[0])),
         ("view_through_window", str(WINDOWS[1])),
         ("device_ip_address", "203.0.113.7"),

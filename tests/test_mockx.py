@@ -410,6 +410,7 @@ async def test_stats_and_request_log(start: Start, session: aiohttp.ClientSessio
     assert stats["requests_total"] == 6
     assert stats["requests"]["conversion_event"] == {"200": 4, "400": 1, "401": 1}
     assert stats["tokens"] == {"token-a": 4, "token-b": 1}
+    assert stats["tokens_by_status"] == {"token-a": {"200": 3, "400": 1}, "token-b": {"200": 1}}
     assert stats["conversions"] == {"recorded": 4, "distinct": 2, "duplicates": 2}
     assert page["total"] == 6
     assert [(e["status"], e["token"]) for e in page["requests"]] == [(400, "token-a"), (401, None)]

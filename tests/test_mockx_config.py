@@ -131,6 +131,22 @@ def test_fixed_window_limiter() -> None:
     assert limiter.peek("t", 2, 10).remaining == 1  # peeking spends nothing
 
 
+def test_fixed_windows_follow_each_other_without_drift() -> None:
+    now = [1000.2]
+    limiter = FixedWindowLimiter(clock=lambda: now[0])
+    assert limiter.take("t", 1, 10).reset_epoch_s == 1011
+
+    # A client that waits for the reported reset finds the next window open since 1010.2,
+    # with its whole budget, and is told that window's end: windows do not drift.
+    now[0] = 1011.05
+    second = [limiter.take("t", 1, 10) for _ in range(2)]
+    now[0] = 1045.0  # idle for windows: the request counts in the window it falls in
+    later = limiter.take("t", 1, 10)
+
+    assert [(s.allowed, s.reset_epoch_s) for s in second] == [(True, 1021), (False, 1021)]
+    assert later.allowed and later.reset_epoch_s == 1051
+
+
 def test_device_hash_follows_the_reference() -> None:
     key = bytes(range(32))
     # base64(HMAC-SHA256(key, upper-cased IDFA)), computed once outside postbackd.

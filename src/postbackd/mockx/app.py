@@ -13,13 +13,13 @@ from typing import Final
 
 import orjson
 from aiohttp import web
-from oauthlib.oauth1.rfc5849.signature import collect_parameters
 
 from postbackd.mockx import control
 from postbackd.mockx.config import MockConfig
 from postbackd.mockx.faults import draw, reset_connection
-from postbackd.mockx.oauth import OAuthRejected, TokenGrant
+from postbackd.mockx.oauth import OAuthRejected, TokenGrant, base_string_prefix
 from postbackd.mockx.params import XError, parse_conversion
+from postbackd.mockx.query import Query, parse_query
 from postbackd.mockx.records import Fault
 from postbackd.mockx.state import STATE, MockState
 
@@ -68,22 +68,24 @@ class _Call:
             self.fault,
         )
 
-    def parse_query(self) -> list[tuple[str, str]] | web.Response:
+    def parse_query(self) -> Query | web.Response:
         """The query's name/value pairs (OAuth parameter collection, RFC 5849 3.4.1.3.1)."""
         try:
-            pairs = collect_parameters(uri_query=self.query)
+            query = parse_query(self.query)
         except ValueError:
             return self.error(400, XError("INVALID_PARAMETER", "the query string is malformed"))
-        self.params = dict(pairs)
-        return pairs
+        self.params = dict(query.pairs)
+        return query
 
-    def authenticate(self, pairs: list[tuple[str, str]]) -> TokenGrant | web.Response:
+    def authenticate(self, query: Query) -> TokenGrant | web.Response:
         """The grant of the known, unrevoked token that signed the call, else X's 401."""
         request = self.request
         url = f"{request.scheme}://{request.host}{request.rel_url.raw_path}"
         try:
             token = self.state.verifier.verify(
-                request.method, url, pairs, request.headers.get("Authorization")
+                base_string_prefix(request.method, url),
+                query.encoded,
+                request.headers.get("Authorization"),
             )
         except OAuthRejected as exc:
             return self.error(401, XError("UNAUTHORIZED_ACCESS", str(exc)))
@@ -116,13 +118,13 @@ async def conversion_event(request: web.Request) -> web.StreamResponse:
     config = call.state.config
     if request.match_info["version"] != config.api_version:
         return _not_found(call)
-    pairs = call.parse_query()
-    if isinstance(pairs, web.Response):
-        return pairs
+    query = call.parse_query()
+    if isinstance(query, web.Response):
+        return query
     if config.outage:
         call.fault = "outage"
         return call.error(503, XError("SERVICE_UNAVAILABLE", "X is unavailable (outage)"))
-    grant = call.authenticate(pairs)
+    grant = call.authenticate(query)
     if isinstance(grant, web.Response):
         return grant
     refused = call.spend_budget()
@@ -148,27 +150,27 @@ async def conversion_event(request: web.Request) -> web.StreamResponse:
         status = plan.error_status
         return call.error(status, XError(_ERROR_CODES[status], "injected server error"))
 
-    query = parse_conversion(pairs)
-    if isinstance(query, list):
-        return call.error(400, *query)
-    if config.apps is not None and query.app_id not in config.apps:
+    conversion = parse_conversion(query.pairs)
+    if isinstance(conversion, list):
+        return call.error(400, *conversion)
+    if config.apps is not None and conversion.app_id not in config.apps:
         return call.error(
             404, XError("MACT_APP_NOT_FOUND", "no such app for this partner", "app_id")
         )
     # Random claims (and script entries without one) name the token's first account.
-    twitter, tpn = call.state.claims.answer(query, config, grant.account_ids[0])
+    twitter, tpn = call.state.claims.answer(conversion, config, grant.account_ids[0])
     call.state.recorder.record_conversion(
-        (query.hashed_device_id, query.conversion_type, call.params["conversion_time"]),
+        (conversion.hashed_device_id, conversion.conversion_type, call.params["conversion_time"]),
         tuple(node for node, answer in (("twitter", twitter), ("tpn", tpn)) if answer),
     )
     data = {
-        "app_id": query.app_id,
-        "os_type": query.os_type,
-        "hashed_device_id": query.hashed_device_id,
-        "conversion_type": query.conversion_type,
+        "app_id": conversion.app_id,
+        "os_type": conversion.os_type,
+        "hashed_device_id": conversion.hashed_device_id,
+        "conversion_type": conversion.conversion_type,
         "conversion_time": call.params["conversion_time"],
-        "click_window": query.click_window,
-        "view_through_window": query.view_through_window,
+        "click_window": conversion.click_window,
+        "view_through_window": conversion.view_through_window,
         "twitter_attribution": twitter,
         "tpn_attribution": tpn,
     }
@@ -180,11 +182,11 @@ async def account(request: web.Request) -> web.StreamResponse:
     if request.match_info["version"] != call.state.config.api_version:
         return _not_found(call)
     account_id = request.match_info["account_id"]
-    pairs = call.parse_query()
-    if isinstance(pairs, web.Response):
-        return pairs
+    query = call.parse_query()
+    if isinstance(query, web.Response):
+        return query
     call.params = {"account_id": account_id, **call.params}
-    grant = call.authenticate(pairs)
+    grant = call.authenticate(query)
     if isinstance(grant, web.Response):
         return grant
     # Reference, "The call": a signed read answers 200 only for a token with access.

@@ -25,7 +25,14 @@ class FaultPlan:
     error_status: int = 500
 
 
+_NO_FAULT = FaultPlan(0.0, None)
+
+
 def draw(config: MockConfig, rng: random.Random) -> FaultPlan:
+    if not (config.reset_rate or config.timeout_rate or config.error_rate) and (
+        config.latency.kind == "none"
+    ):
+        return _NO_FAULT  # nothing to draw: the plain answer, at once
     delay_s = config.latency.delay_s(rng)
     x = rng.random()
     if x < config.reset_rate:

@@ -9,12 +9,13 @@ the parameter.
 from __future__ import annotations
 
 import binascii
+import functools
 import ipaddress
 import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 # X's own enum (reference, "Query parameters"): kept here rather than imported from the
@@ -35,7 +36,7 @@ DEFAULT_CLICK_WINDOW_DAYS: Final = 14
 DEFAULT_VIEW_THROUGH_WINDOW_DAYS: Final = 1
 REQUIRED: Final = ("app_id", "os_type", "hashed_device_id", "conversion_type", "conversion_time")
 
-_CONVERSION_TIME: Final = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{3})Z")
+_CONVERSION_TIME: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", re.ASCII)
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _INTEGER: Final = re.compile(r"-?[0-9]+")
 _COUNT: Final = re.compile(r"[0-9]+")
@@ -67,12 +68,12 @@ class ConversionQuery:
 
 def parse_conversion_time(text: str) -> datetime | None:
     """`YYYY-MM-DDTHH:MM:SS.mmmZ`, the only form the reference gives; None otherwise."""
-    match = _CONVERSION_TIME.fullmatch(text)
-    if match is None:
+    if _CONVERSION_TIME.fullmatch(text) is None:
         return None
-    y, mo, d, h, mi, s, ms = (int(g) for g in match.groups())
     try:
-        return datetime(y, mo, d, h, mi, s, ms * 1000, tzinfo=UTC)
+        # The form is checked above; this reads it ('Z' is UTC) and refuses a date that
+        # does not exist, such as February 30.
+        return datetime.fromisoformat(text)
     except ValueError:
         return None
 
@@ -87,9 +88,10 @@ def parse_conversion(pairs: list[tuple[str, str]]) -> ConversionQuery | list[XEr
     if len(params) != len(pairs):
         names = sorted(n for n, count in Counter(n for n, _ in pairs).items() if count > 1)
         errors += [XError("INVALID_PARAMETER", f"{n} is given more than once", n) for n in names]
+    conversion_time = parse_conversion_time(params.get("conversion_time", ""))
     for name, value in params.items():
-        check = _CHECKS.get(name)
-        if check is not None and value and not check(value):
+        valid = conversion_time is not None if name == "conversion_time" else _valid(name, value)
+        if value and not valid:
             errors.append(XError("INVALID_PARAMETER", f"{name} is not valid: {value!r}", name))
     click = _window(params, "click_window", CLICK_WINDOWS_DAYS, DEFAULT_CLICK_WINDOW_DAYS, errors)
     view = _window(
@@ -107,7 +109,6 @@ def parse_conversion(pairs: list[tuple[str, str]]) -> ConversionQuery | list[XEr
                 "click_window",
             )
         )
-    conversion_time = parse_conversion_time(params.get("conversion_time", ""))
     if errors or click is None or view is None or conversion_time is None:
         return errors
     return ConversionQuery(
@@ -119,6 +120,14 @@ def parse_conversion(pairs: list[tuple[str, str]]) -> ConversionQuery | list[XEr
         click_window=click,
         view_through_window=view,
     )
+
+
+# Most values repeat from call to call (OS, conversion type, IP, price, currency): each
+# distinct (name, value) is checked once.
+@functools.lru_cache(maxsize=4096)
+def _valid(name: str, value: str) -> bool:
+    check = _CHECKS.get(name)
+    return check is None or check(value)
 
 
 def _window(
@@ -172,7 +181,6 @@ _CHECKS: Final[dict[str, Callable[[str], bool]]] = {
     "os_type": OS_TYPES.__contains__,
     "hashed_device_id": _is_hashed_device_id,
     "conversion_type": CONVERSION_TYPES.__contains__,
-    "conversion_time": lambda text: parse_conversion_time(text) is not None,
     "device_ip_address": _is_ip,
     "price_micro": _is_count,
     "price_currency": lambda text: _CURRENCY.fullmatch(text) is not None,

@@ -35,9 +35,11 @@ class _Window:
 
 
 class FixedWindowLimiter:
-    """A window opens at a key's first request and lasts `window_s`; the next request after
-    it ends opens a fresh one. Limit and window size are read per call, so a runtime change
-    applies at once."""
+    """Consecutive windows of `window_s` from a key's first request: a request after a
+    window ended counts in the window of the grid it falls in, so windows neither drift nor
+    stretch. A client that waits for the reported reset (a whole second, rounded up) and
+    then sends finds its next window already open and gets the full limit per `window_s`.
+    Limit and window size are read per call, so a runtime change applies at once."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -62,8 +64,11 @@ class FixedWindowLimiter:
     def _current(self, key: Hashable, window_s: float) -> _Window:
         now_s = self._clock()
         window = self._windows.get(key)
-        if window is None or now_s >= window.start_s + window_s:
+        if window is None:
             window = self._windows[key] = _Window(now_s)
+        elif now_s >= window.start_s + window_s:
+            passed = max(1, math.floor((now_s - window.start_s) / window_s))
+            window = self._windows[key] = _Window(window.start_s + passed * window_s)
         return window
 
     @staticmethod

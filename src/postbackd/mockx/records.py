@@ -47,7 +47,7 @@ class Recorder:
         self._by_status: Counter[tuple[str, str]] = Counter()
         self._faults: Counter[str] = Counter()
         self._claims: Counter[str] = Counter()
-        self._tokens: Counter[str] = Counter()
+        self._tokens: Counter[tuple[str, str]] = Counter()
         # Python hashes of (hashed_device_id, conversion_type, conversion_time): 64-bit keys
         # keep a million conversions in tens of MB, and a collision at that size is ~1e-7.
         self._conversions: set[int] = set()
@@ -66,11 +66,12 @@ class Recorder:
     ) -> None:
         token = sys.intern(token) if token is not None else None
         self.log.append(LoggedRequest(ts, method, sys.intern(path), query, token, status, fault))
-        self._by_status[endpoint, "reset" if status is None else str(status)] += 1
+        answer = "reset" if status is None else str(status)
+        self._by_status[endpoint, answer] += 1
         if fault is not None and fault != "timeout":  # counted when the hold starts
             self._faults[fault] += 1
         if token is not None:
-            self._tokens[token] += 1
+            self._tokens[token, answer] += 1
 
     def record_hold(self) -> None:
         """A request starts being held (timeout fault): its answer comes after the client
@@ -95,6 +96,11 @@ class Recorder:
         requests: dict[str, dict[str, int]] = {}
         for (endpoint, status), count in sorted(self._by_status.items()):
             requests.setdefault(endpoint, {})[status] = count
+        tokens: Counter[str] = Counter()
+        by_token: dict[str, dict[str, int]] = {}
+        for (token, answer), count in self._tokens.items():
+            tokens[token] += count
+            by_token.setdefault(token, {})[answer] = count
         return {
             "requests_total": self._by_status.total(),
             "requests": requests,
@@ -106,7 +112,8 @@ class Recorder:
             "errors": self._faults["error"],
             "outage_answers": self._faults["outage"],
             "claims": {"twitter": self._claims["twitter"], "tpn": self._claims["tpn"]},
-            "tokens": dict(self._tokens),
+            "tokens": dict(tokens),
+            "tokens_by_status": by_token,
             "conversions": {
                 "recorded": self._recorded,
                 "distinct": len(self._conversions),

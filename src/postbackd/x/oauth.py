@@ -122,7 +122,7 @@ class OAuth1Signer:
     ) -> str:
         """As `authorization`, with names and values already percent-encoded (`encode_pairs`)."""
         escaped_token, keyed_mac = self._token(token, token_secret)
-        nonce = secrets.token_hex(16) if nonce is None else percent_encode(nonce)
+        nonce = next(self._nonces) if nonce is None else percent_encode(nonce)
         timestamp = str(int(time.time())) if timestamp is None else percent_encode(timestamp)
         oauth = [
             ("oauth_nonce", nonce),

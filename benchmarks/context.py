@@ -1,0 +1,59 @@
+"""What every scenario gets: the sizes of this run (full or quick), where to work, and the
+engine's throughput from scenario 1, which scenarios 2, 4 and 5 measure against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    repeat: int  # runs per scenario; the report gives their medians
+    warmup_s: float  # left out of every rate: connections, caches, first windows
+    measure_s: float  # scenario 1 and 2's measured time
+    accounts: int  # scenario 3
+    account_limit: int  # scenario 3: requests per account per window
+    account_window_s: float
+    account_windows: int  # scenario 3: windows measured after the first
+    outage_events: int  # scenario 4
+    ingest_events: int  # scenario 5
+    backlog_events: int  # scenario 6
+
+
+FULL = Sizes(
+    repeat=3,
+    warmup_s=3.0,
+    measure_s=10.0,
+    accounts=500,
+    account_limit=50,
+    account_window_s=10.0,
+    account_windows=4,
+    outage_events=200_000,
+    ingest_events=200_000,
+    backlog_events=1_000_000,
+)
+QUICK = Sizes(
+    repeat=1,
+    warmup_s=1.5,
+    measure_s=4.0,
+    accounts=500,
+    account_limit=25,
+    account_window_s=5.0,
+    account_windows=2,
+    outage_events=20_000,
+    ingest_events=40_000,
+    backlog_events=100_000,
+)
+
+
+@dataclass(slots=True)
+class Context:
+    sizes: Sizes
+    quick: bool
+    tmp: Path
+    # Scenario 1's median claims/s, once it ran.
+    engine_rate: float | None = None
+
+    def work_dir(self, name: str) -> Path:
+        return self.tmp / name
