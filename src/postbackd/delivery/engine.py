@@ -24,7 +24,7 @@ from postbackd.catalog import Catalog
 from postbackd.event import Event
 from postbackd.index import Index
 from postbackd.logs import RateLimitedLog
-from postbackd.metrics import DELIVERY_OUTCOMES, Metrics
+from postbackd.metrics import DELIVERY_OUTCOMES, STATUS_CLASSES, Metrics
 from postbackd.model import Postback, XAccount
 from postbackd.settings import Settings
 from postbackd.store import deliveries as sql
@@ -111,6 +111,7 @@ class Engine:
         self._slots = asyncio.Semaphore(settings.x_max_connections * 2)
         self._outcomes = {o: metrics.deliveries.labels(o) for o in DELIVERY_OUTCOMES}
         self._answers = {k: metrics.x_answers.labels(k) for k in ResponseKind}
+        self._requests = {c: metrics.x_requests.labels(c) for c in STATUS_CLASSES}
         self._warn = RateLimitedLog(log)
         # Every delivery in memory, from load until its new state is committed: the feeder
         # skips these ids, so nothing is sent twice by this process.
@@ -336,7 +337,7 @@ class Engine:
             self._circuit.release_probe()
 
     def _observe(self, d: Delivery, response: XResponse, probe: bool, account_id: str) -> None:
-        self._metrics.x_requests.labels(_status_class(response)).inc()
+        self._requests[_status_class(response)].inc()
         self._metrics.x_request_duration.observe(response.duration_s)
         self._answers[response.kind].inc()
         x_failed = response.kind is ResponseKind.RETRYABLE

@@ -79,13 +79,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # A delivery copies what it needs of its postback at acceptance, so disabling or deleting
     # the postback later does not stop deliveries already accepted (PRODUCT.md 1).
     """
+    -- A rowid table: events are large rows with random ids, which a WITHOUT ROWID table
+    -- would keep in id order and split pages for on nearly every insert.
     CREATE TABLE events (
-        event_id TEXT PRIMARY KEY,
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
         app_id TEXT NOT NULL,
         event_name TEXT NOT NULL,
         received_at_ms INTEGER NOT NULL,
         body BLOB NOT NULL
-    ) WITHOUT ROWID;
+    );
     CREATE TABLE deliveries (
         id INTEGER PRIMARY KEY,
         event_id TEXT NOT NULL,

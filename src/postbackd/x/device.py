@@ -9,12 +9,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 from collections.abc import Mapping
 from typing import Final
 
 # The Kochava `device_ids` key X can match, per app platform. `android_id` is not an
 # advertising id, so X cannot match it (PRODUCT.md, "Claim request": Android without ADID).
 DEVICE_ID_KEY: Final = {"ios": "idfa", "android": "adid"}
+# Nothing but zeros and separators: the id of a device that limits ad tracking.
+_ZEROS_AND_SEPARATORS: Final = re.compile(r"[\W_0]*")
 
 
 def usable_device_id(platform: str, device_ids: Mapping[str, object]) -> str | None:
@@ -31,7 +34,7 @@ def usable_device_id(platform: str, device_ids: Mapping[str, object]) -> str | N
     if not isinstance(raw, str):
         return None
     raw = raw.strip()
-    if not "".join(c for c in raw if c.isalnum()).strip("0"):
+    if _ZEROS_AND_SEPARATORS.fullmatch(raw):
         return None
     return raw.upper() if platform == "ios" else raw.lower()
 
