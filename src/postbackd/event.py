@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,6 +28,9 @@ MAX_EVENT_NAME_CHARS: Final = 256
 MIN_CONVERSION_TIME_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
 # Device clocks drift, but a conversion a day ahead of its receipt is a wrong unit or clock.
 MAX_FUTURE_MS: Final = 86_400_000
+# A plain IPv4 address, checked without `ipaddress` (7x slower; it stays for IPv6).
+_BYTE = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD: Final = re.compile(rf"{_BYTE}(?:\.{_BYTE}){{3}}")
 NDJSON_CONTENT_TYPES: Final = frozenset({"application/x-ndjson", "application/ndjson"})
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
 
@@ -101,6 +105,18 @@ def split_body(body: bytes, content_type: str, *, max_items: int) -> list[object
 
 
 def _ndjson_items(body: bytes, max_items: int) -> list[object]:
+    # The common case, every line good, in a lean loop (ingest's hottest); at the first bad
+    # line the body is read again with line numbers and offsets for the messages.
+    lines = [line for line in body.split(b"\n") if line and not line.isspace()]
+    _check_item_count(len(lines), max_items)
+    loads = orjson.loads
+    try:
+        return [loads(line) for line in lines]
+    except orjson.JSONDecodeError:
+        return _ndjson_lines(body, max_items)
+
+
+def _ndjson_lines(body: bytes, max_items: int) -> list[object]:
     items: list[object] = []
     offset = 0
     for line_number, line in enumerate(body.split(b"\n"), start=1):
@@ -247,21 +263,12 @@ def _device_ids(value: object) -> dict[str, str]:
     return device_ids
 
 
-def _is_dotted_quad(address: str) -> bool:
-    """A plain IPv4 address, checked without `ipaddress` (a third of this module's cost)."""
-    parts = address.split(".")
-    return len(parts) == 4 and all(
-        p.isdigit() and p.isascii() and len(p) <= 3 and int(p) <= 255 and (p == "0" or p[0] != "0")
-        for p in parts
-    )
-
-
 def _origination_ip(item: dict[str, object]) -> str | None:
     address = _optional_str(item, "origination_ip")
     if address is not None:
         # X's device_ip_address takes an IPv4 or IPv6 address (reference: query parameters).
         try:
-            if not _is_dotted_quad(address):
+            if not _DOTTED_QUAD.fullmatch(address):
                 ipaddress.ip_address(address)
         except ValueError:
             raise Invalid(
