@@ -78,6 +78,13 @@ class Stack:
         common = ["--url", self.api, "--mock", self.x_url, "--app", self.setup.app_id]
         return self.client(name, "loadgen", mode, *common, "--events", events, *args)
 
+    def burst(self, total: int, batch: int, concurrency: int, run: int) -> Proc:
+        """The load generator sending `total` events as fast as they are accepted."""
+        return self.loadgen(
+            "loadgen", "burst", "--total", str(total), "--batch", str(batch),
+            "--concurrency", str(concurrency), "--run", str(run),
+        )  # fmt: skip
+
     @staticmethod
     async def result(proc: Proc, timeout_s: float | None) -> dict[str, float]:
         return await result_of(proc, timeout_s)

@@ -30,14 +30,7 @@ async def run(ctx: Context) -> Outcome:
         async with stack(ctx.work_dir(f"s6-{attempt}"), mock={"outage": True}) as s:
             sampler = Sampler(s.session, s.x_url, s.api, s.daemon, [s.daemon, s.mock])
             async with sampler.running():
-                gen = s.loadgen(
-                    "loadgen",
-                    "burst",
-                    "--total", str(events),
-                    "--batch", str(BATCH),
-                    "--concurrency", str(CONCURRENCY),
-                    "--run", str(attempt),
-                )  # fmt: skip
+                gen = s.burst(events, BATCH, CONCURRENCY, attempt)
                 sampler.procs = [s.daemon, s.mock, gen]
                 sent = await s.result(gen, 1800)
                 await asyncio.sleep(SETTLE_S)

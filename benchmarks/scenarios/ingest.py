@@ -23,14 +23,7 @@ async def run(ctx: Context) -> Outcome:
     for attempt in range(sizes.repeat):
         async with stack(ctx.work_dir(f"s5-{attempt}"), delay_s=DELAY_S) as s:
             cpu_before = s.daemon.cpu_s()
-            gen = s.loadgen(
-                "loadgen",
-                "burst",
-                "--total", str(events),
-                "--batch", str(BATCH),
-                "--concurrency", str(CONCURRENCY),
-                "--run", str(attempt),
-            )  # fmt: skip
+            gen = s.burst(events, BATCH, CONCURRENCY, attempt)
             sent = await s.result(gen, 600)
             accepted = sent["accepted"]
             rate = sent["rate_per_s"]

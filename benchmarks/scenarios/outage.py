@@ -35,14 +35,7 @@ async def run(ctx: Context) -> Outcome:
             outage_started = time.monotonic()
             sampler = Sampler(s.session, s.x_url, s.api, s.daemon, [s.daemon, s.mock])
             async with sampler.running():
-                gen = s.loadgen(
-                    "loadgen",
-                    "burst",
-                    "--total", str(events),
-                    "--batch", str(BATCH),
-                    "--concurrency", "4",
-                    "--run", str(attempt),
-                )  # fmt: skip
+                gen = s.burst(events, BATCH, 4, attempt)
                 sampler.procs = [s.daemon, s.mock, gen]
                 sent = await s.result(gen, 600)
                 await asyncio.sleep(max(0.0, MIN_OUTAGE_S - (time.monotonic() - outage_started)))
