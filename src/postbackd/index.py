@@ -102,6 +102,7 @@ class Index:
         self._postbacks_of = {k: tuple(v) for k, v in by_event.items()}
         # Per snapshot, so a configuration change starts it afresh.
         self._windows: dict[tuple[str, str, str], tuple[int, int] | None] = {}
+        self._tracker_accounts: dict[tuple[str, str], XAccount | None] = {}
 
     def trackers_of(self, app_id: str, network: str) -> AppNetworkTrackers:
         return self._trackers_of.get((app_id, network), _NO_TRACKERS)
@@ -122,13 +123,17 @@ class Index:
             if account is None or not account.authenticated:
                 return None, "account_unauthenticated"
             return account, None
-        named: set[str] = set()
-        for t in self.trackers_of(postback.app_id, postback.network).trackers:
-            named.update(t.x_account_ids)
-        for account in self.accounts.values():
-            if account.id in named and account.authenticated:
-                return account, None
-        return None, "no_x_account"
+        key = (postback.app_id, postback.network)
+        if key not in self._tracker_accounts:
+            # Once per snapshot, not per delivery: it scans every account.
+            named: set[str] = set()
+            for t in self.trackers_of(*key).trackers:
+                named.update(t.x_account_ids)
+            self._tracker_accounts[key] = next(
+                (a for a in self.accounts.values() if a.id in named and a.authenticated), None
+            )
+        account = self._tracker_accounts[key]
+        return (account, None) if account is not None else (None, "no_x_account")
 
     def claim_windows(self, app_id: str, network: str, event_name: str) -> tuple[int, int] | None:
         """(click_window, view_through_window) for a claim: the largest windows among the

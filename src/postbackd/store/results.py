@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
+
+from postbackd import ids
 
 _DELIVERY_COLUMNS: Final = (
     "id, event_id, postback_id, app_id, network, event_name, conversion_type, state, reason,"
@@ -20,10 +21,7 @@ _NOT_ACCEPTED: Final = (
 
 
 def iso_ms(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    moment = datetime.fromtimestamp(ms / 1000, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if ms is None else ids.iso_ms(ms)
 
 
 def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
