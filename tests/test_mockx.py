@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,8 +16,10 @@ import aiohttp
 import pytest
 from oauthlib.oauth1 import Client
 
+from postbackd.mockx.account_faults import AccountFaults
 from postbackd.mockx.app import start_mock
 from postbackd.mockx.config import MockAccount, MockConfig
+from postbackd.mockx.latency import Latency
 from postbackd.mockx.script import hash_device_id
 
 HMAC_KEY = bytes(range(32))
@@ -27,6 +30,9 @@ ACCOUNTS = (
 IDFA = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
 ADID = "38400000-8CF0-11BD-B23E-10B96E40000D"
 CONVERSION_TIME = "2026-11-28T12:00:00.123Z"
+# The second account's token: its requests belong to that account.
+AS_B = {"token": "token-b", "secret": "secret-b"}
+A_ID, B_ID = ACCOUNTS[0].id, ACCOUNTS[1].id
 
 Start = Callable[..., Awaitable[str]]
 
@@ -412,12 +418,18 @@ async def test_stats_and_request_log(start: Start, session: aiohttp.ClientSessio
     assert stats["tokens"] == {"token-a": 4, "token-b": 1}
     assert stats["tokens_by_status"] == {"token-a": {"200": 3, "400": 1}, "token-b": {"200": 1}}
     assert stats["conversions"] == {"recorded": 4, "distinct": 2, "duplicates": 2}
+    # The request that failed its signature belongs to no account.
+    assert stats["by_account"] == {
+        "18ce54d4x5t": {"requests": 4, "status": {"200": 3, "400": 1}},
+        "18ce54d4x5u": {"requests": 1, "status": {"200": 1}},
+    }
     assert page["total"] == 6
     assert [(e["status"], e["token"]) for e in page["requests"]] == [(400, "token-a"), (401, None)]
     first = page["requests"][0]
     assert first["method"] == "POST" and first["path"] == "/12/conversion_event"
     assert first["params"]["os_type"] == "PC"
     assert cleared["requests_total"] == 0 and cleared["conversions"]["recorded"] == 0
+    assert cleared["by_account"] == {}
 
 
 async def test_revoked_tokens_answer_401_until_restored(
@@ -490,3 +502,176 @@ async def test_app_allow_list(start: Start, session: aiohttp.ClientSession) -> N
         "message": unknown[2]["errors"][0]["message"],
         "parameter": "app_id",
     }
+
+
+async def stats_of(session: aiohttp.ClientSession, base_url: str) -> Any:
+    async with session.get(f"{base_url}/_mock/stats") as r:
+        return await r.json()
+
+
+async def account_check(
+    session: aiohttp.ClientSession, base_url: str, account_id: str, **signing: Any
+) -> tuple[int, dict[str, str]]:
+    uri, headers = sign("GET", f"{base_url}/12/accounts/{account_id}", **signing)
+    async with session.get(uri, headers=headers) as r:
+        return r.status, dict(r.headers)
+
+
+async def patch(session: aiohttp.ClientSession, base_url: str, body: Any) -> tuple[int, Any]:
+    async with session.patch(f"{base_url}/_mock/config", json=body) as r:
+        return r.status, await r.json()
+
+
+@pytest.mark.parametrize(
+    "slow",
+    [
+        pytest.param(AccountFaults(latency=Latency("fixed", 60_000)), id="latency"),
+        pytest.param(AccountFaults(timeout_rate=1.0), id="held"),
+    ],
+)
+async def test_a_slow_account_leaves_the_others_fast(
+    start: Start, session: aiohttp.ClientSession, slow: AccountFaults
+) -> None:
+    base_url = await start(account_faults={B_ID: slow}, timeout_hold_s=60)
+    sent = asyncio.Event()
+
+    async def headers_sent(*_: object) -> None:
+        sent.set()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(headers_sent)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as slow_session:
+        pending = asyncio.create_task(claim(slow_session, base_url, claim_params(), **AS_B))
+        await sent.wait()  # the slow request is on its way before the fast ones leave
+
+        # A hang guard far below the slow account's minute, not a speed measure.
+        async with asyncio.timeout(20):
+            fast = await claim(session, base_url, claim_params())
+            # Authenticating the slow account is not slowed: only its claim requests are.
+            checked = await account_check(session, base_url, B_ID, **AS_B)
+        stats = await stats_of(session, base_url)
+        still_pending = not pending.done()
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+
+    assert fast[0] == 200
+    assert checked[0] == 200
+    assert still_pending
+    assert stats["by_account"] == {A_ID: {"requests": 1, "status": {"200": 1}}}
+    assert stats["timeouts"] == (1 if slow.timeout_rate else 0)
+
+
+async def test_an_account_rate_limit_throttles_only_that_account(
+    start: Start, session: aiohttp.ClientSession
+) -> None:
+    base_url = await start(account_faults={B_ID: AccountFaults(rate_limit=1, rate_window_s=120)})
+
+    b_answers = [await claim(session, base_url, claim_params(), **AS_B) for _ in range(2)]
+    a_answers = [await claim(session, base_url, claim_params()) for _ in range(3)]
+    b_checks = [await account_check(session, base_url, B_ID, **AS_B) for _ in range(2)]
+    a_check = await account_check(session, base_url, A_ID)
+    stats = await stats_of(session, base_url)
+
+    assert [a[0] for a in b_answers] == [200, 429]
+    _, headers, body = b_answers[1]
+    assert body["errors"][0]["code"] == "TOO_MANY_REQUESTS"
+    assert headers["x-rate-limit-limit"] == "1"
+    assert headers["x-rate-limit-remaining"] == "0"
+    assert time.time() + 100 <= int(headers["x-rate-limit-reset"]) <= time.time() + 121
+    assert [a[0] for a in a_answers] == [200, 200, 200]
+    assert a_answers[2][1]["x-rate-limit-limit"] == "60000"
+    assert a_answers[2][1]["x-rate-limit-remaining"] == "59997"
+    # The account check has its own window (per endpoint), with the account's limit.
+    assert [c[0] for c in b_checks] == [200, 429]
+    assert b_checks[0][1]["x-rate-limit-limit"] == "1"
+    assert a_check[0] == 200 and a_check[1]["x-rate-limit-limit"] == "60000"
+    assert stats["by_account"] == {
+        A_ID: {"requests": 3, "status": {"200": 3}},
+        B_ID: {"requests": 2, "status": {"200": 1, "429": 1}},
+    }
+    assert stats["too_many_requests"] == 2
+
+
+async def test_an_account_error_rate_overrides_the_global_one(
+    start: Start, session: aiohttp.ClientSession
+) -> None:
+    # Every claim fails, except those of the account whose own error rate is 0.
+    base_url = await start(error_rate=1.0, account_faults={A_ID: AccountFaults(error_rate=0.0)})
+
+    a_answers = [await claim(session, base_url, claim_params()) for _ in range(3)]
+    b_answers = [await claim(session, base_url, claim_params(), **AS_B) for _ in range(3)]
+    stats = await stats_of(session, base_url)
+
+    assert [a[0] for a in a_answers] == [200, 200, 200]
+    assert all(a[0] in (500, 503) for a in b_answers)
+    assert {a[2]["errors"][0]["code"] for a in b_answers} <= {
+        "INTERNAL_ERROR",
+        "SERVICE_UNAVAILABLE",
+    }
+    assert stats["errors"] == 3
+    assert stats["by_account"][A_ID] == {"requests": 3, "status": {"200": 3}}
+    assert stats["by_account"][B_ID]["requests"] == 3
+    assert sum(stats["by_account"][B_ID]["status"].values()) == 3
+    assert set(stats["by_account"][B_ID]["status"]) <= {"500", "503"}
+
+
+async def test_runtime_account_faults_replace_the_mapping_and_clear(
+    start: Start, session: aiohttp.ClientSession
+) -> None:
+    base_url = await start()
+
+    status, view = await patch(session, base_url, {"account_faults": {B_ID: {"rate_limit": 1}}})
+    assert status == 200
+    assert view["account_faults"] == {B_ID: {"rate_limit": 1}}
+    throttled = [await claim(session, base_url, claim_params(), **AS_B) for _ in range(2)]
+
+    # The new mapping replaces the old: B's limit is the global one again.
+    replaced = {A_ID: {"reset_rate": 1, "latency": "uniform:1:2"}}
+    status, view = await patch(session, base_url, {"account_faults": replaced})
+    assert status == 200
+    assert view["account_faults"] == {A_ID: {"latency": "uniform:1:2", "reset_rate": 1.0}}
+    b_again = await claim(session, base_url, claim_params(), **AS_B)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await claim(session, base_url, claim_params())
+
+    status, view = await patch(session, base_url, {"account_faults": {}})
+    assert status == 200
+    assert view["account_faults"] == {}
+    a_again = await claim(session, base_url, claim_params())
+    async with session.get(f"{base_url}/_mock/config") as r:
+        shown = await r.json()
+
+    assert [a[0] for a in throttled] == [200, 429]
+    assert b_again[0] == 200 and b_again[1]["x-rate-limit-limit"] == "60000"
+    assert a_again[0] == 200
+    assert shown["account_faults"] == {}
+    stats = await stats_of(session, base_url)
+    assert stats["by_account"][A_ID] == {"requests": 2, "status": {"200": 1, "reset": 1}}
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"nope": {"rate_limit": 1}}, ("account_faults.nope", "no such account")),
+        ({B_ID: {"rate_limt": 1}}, (f"account_faults.{B_ID}", "rate_limt")),
+        ({B_ID: {"rate_limit": 0}}, (f"account_faults.{B_ID}", "rate_limit")),
+        ({B_ID: {"error_rate": "0.5"}}, (f"account_faults.{B_ID}", "error_rate")),
+        ({B_ID: {"latency": "slow"}}, (f"account_faults.{B_ID}", "latency")),
+        # The global reset rate (0.5) counts for the account that sets none of its own.
+        ({B_ID: {"error_rate": 0.6}}, (f"account_faults.{B_ID}", "reset_rate")),
+    ],
+)
+async def test_bad_runtime_account_faults_are_refused_naming_account_and_key(
+    start: Start, session: aiohttp.ClientSession, body: dict[str, Any], named: tuple[str, str]
+) -> None:
+    base_url = await start(reset_rate=0.5, account_faults={A_ID: AccountFaults(rate_limit=7)})
+
+    status, answer = await patch(session, base_url, {"account_faults": body})
+    async with session.get(f"{base_url}/_mock/config") as r:
+        config = await r.json()
+
+    assert status == 400
+    message = answer["error"]["message"]
+    assert all(word in message for word in named), message
+    assert config["account_faults"] == {A_ID: {"rate_limit": 7}}  # unchanged

@@ -1,4 +1,5 @@
-"""The simulated X's settings, command line, latency model, rate windows and script file."""
+"""The simulated X's settings (per-account faults included), command line, latency model,
+rate windows and script file."""
 
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from postbackd.cli import main
 from postbackd.mockx import cli
-from postbackd.mockx.config import Latency, MockAccount, MockConfig
+from postbackd.mockx.account_faults import AccountFaults
+from postbackd.mockx.config import MockAccount, MockConfig
+from postbackd.mockx.latency import Latency
 from postbackd.mockx.ratelimit import FixedWindowLimiter
 from postbackd.mockx.script import hash_device_id, load_script
+from procs import OTHER_ACCOUNT, mock_get, start_mock
 
 KEY_B64 = base64.b64encode(bytes(range(32))).decode()
 
@@ -191,3 +196,113 @@ async def test_command_serves_until_sigterm() -> None:
     rest = (await asyncio.wait_for(process.stderr.read(), 20)).decode()
     assert await process.wait() == 0
     assert "sec-1234" not in line + rest and "cs-secret" not in line + rest
+
+
+TWO_ACCOUNTS = ["acct-a:tok-a:sec-a", "acct-b:tok-b:sec-b"]
+
+
+def test_account_faults_from_flags_with_latency_colons() -> None:
+    argv = [
+        *("--account", TWO_ACCOUNTS[0], "--account", TWO_ACCOUNTS[1]),
+        *("--account-faults", "acct-b:latency=fixed:40000,rate_limit=1,rate_window_s=120"),
+        *("--account-faults", "acct-a: latency = uniform:1:5 , error_rate=0.25"),
+    ]
+
+    config = cli.config_from_args(parse(argv), {})
+
+    assert config.account_faults == {
+        "acct-b": AccountFaults(latency=Latency("fixed", 40_000), rate_limit=1, rate_window_s=120),
+        "acct-a": AccountFaults(latency=Latency("uniform", 1, 5), error_rate=0.25),
+    }
+    assert config.latency == Latency() and config.rate_limit == 60_000  # globals untouched
+
+
+def test_account_faults_from_toml_and_json_files(tmp_path: Path) -> None:
+    toml = tmp_path / "mock.toml"
+    toml.write_text(
+        f"accounts = {json.dumps(TWO_ACCOUNTS)}\nerror_rate = 0.1\n"
+        '[account_faults.acct-b]\nlatency = "lognormal:20:200"\nreset_rate = 0.5\n'
+        "rate_limit = 3\n",
+        encoding="utf-8",
+    )
+    as_json = tmp_path / "mock.json"
+    as_json.write_text(
+        json.dumps({"accounts": TWO_ACCOUNTS, "account_faults": {"acct-a": {"timeout_rate": 1}}}),
+        encoding="utf-8",
+    )
+
+    from_toml = MockConfig.from_file(toml)
+    from_json = MockConfig.from_file(as_json)
+    flag_over_file = cli.config_from_args(
+        parse(["--config", str(toml), "--account-faults", "acct-a:rate_window_s=5"]), {}
+    )
+
+    assert from_toml.account_faults == {
+        "acct-b": AccountFaults(latency=Latency("lognormal", 20, 200), reset_rate=0.5, rate_limit=3)
+    }
+    assert from_json.account_faults == {"acct-a": AccountFaults(timeout_rate=1.0)}
+    # Like --account, the flags replace the file's setting as a whole.
+    assert flag_over_file.account_faults == {"acct-a": AccountFaults(rate_window_s=5.0)}
+
+
+@pytest.mark.parametrize(
+    ("faults", "named"),
+    [
+        (["acct-b:error_rate=1.5"], ("acct-b", "error_rate", "between 0 and 1")),
+        (["acct-b:timeout_rate=-0.1"], ("acct-b", "timeout_rate")),
+        (["acct-b:rate_limit=0"], ("acct-b", "rate_limit", ">= 1")),
+        (["acct-b:rate_limit=2.5"], ("acct-b", "rate_limit", "integer")),
+        (["acct-b:rate_window_s=0"], ("acct-b", "rate_window_s", "> 0")),
+        (["acct-b:latency=uniform:5:1"], ("acct-b", "latency")),
+        (["acct-b:latncy=fixed:5"], ("acct-b", "latncy", "unknown key")),
+        (["acct-c:rate_limit=1"], ("acct-c", "no such account")),
+        (["acct-b:rate_limit"], ("acct-b", "rate_limit", "key=value")),
+        (["acct-b:rate_limit=1,rate_limit=2"], ("acct-b", "rate_limit", "twice")),
+        (["acct-b:rate_limit=1", "acct-b:error_rate=0.1"], ("acct-b", "twice")),
+        (["rate_limit=1"], ("rate_limit=1", "ID:key=value")),
+        # After fallback: the global error_rate (0.5) and the account's reset_rate.
+        (["acct-b:reset_rate=0.6"], ("acct-b", "reset_rate", "must not exceed 1")),
+        ({"acct-b": {"rate_limit": "1"}}, ("acct-b", "rate_limit", "integer")),
+        ({"acct-b": {"error_rate": True}}, ("acct-b", "error_rate", "number")),
+        ({"acct-b": "rate_limit=1"}, ("acct-b", "table")),
+    ],
+)
+def test_bad_account_faults_name_the_account_and_the_key(
+    faults: object, named: tuple[str, ...]
+) -> None:
+    values = {"accounts": TWO_ACCOUNTS, "error_rate": 0.5, "account_faults": faults}
+
+    with pytest.raises(ValueError) as refused:
+        MockConfig.from_mapping(values)
+
+    assert all(word in str(refused.value) for word in named), str(refused.value)
+
+
+def test_help_example_of_account_faults_works(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["mock-x", "--help"])
+    out = capsys.readouterr().out
+    example = re.search(r"postbackd mock-x (--account [^\n]*\\\n[^\n]*)", out)
+    assert example, out
+
+    argv = example.group(1).replace("\\\n", " ").split()
+    config = cli.config_from_args(parse(argv), {})
+
+    assert config.account_faults == {
+        "acct-b": AccountFaults(latency=Latency("fixed", 40_000), rate_limit=1, rate_window_s=120)
+    }
+
+
+async def test_command_takes_account_faults_and_shows_them() -> None:
+    slow = f"{OTHER_ACCOUNT[0]}:latency=fixed:40000,rate_limit=1,rate_window_s=120"
+    mock = await start_mock("--account-faults", slow)
+    try:
+        config = await mock_get(mock, "/_mock/config")
+        stats = await mock_get(mock, "/_mock/stats")
+    finally:
+        assert await mock.stop() == 0
+
+    assert config["account_faults"] == {
+        OTHER_ACCOUNT[0]: {"latency": "fixed:40000", "rate_limit": 1, "rate_window_s": 120.0}
+    }
+    assert stats["by_account"] == {}

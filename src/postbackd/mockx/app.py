@@ -3,6 +3,7 @@ in the wire format of the reference (x-ads-conversion-api.md), plus `/_mock/` co
 
 A claim request goes through X's checks in this order: query syntax, outage switch, OAuth
 signature and token, rate budget, injected faults, parameters, app allow-list, attribution.
+Rate budget and faults are those of the signing token's account (`account_faults.py`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,18 @@ _ERROR_CODES: Final = {500: "INTERNAL_ERROR", 503: "SERVICE_UNAVAILABLE"}
 class _Call:
     """One X call being answered: what the answer echoes, carries and records."""
 
-    __slots__ = ("endpoint", "fault", "headers", "params", "query", "request", "state", "token")
+    __slots__ = (
+        "account",
+        "endpoint",
+        "fault",
+        "headers",
+        "params",
+        "profile",
+        "query",
+        "request",
+        "state",
+        "token",
+    )
 
     def __init__(self, request: web.Request, endpoint: str) -> None:
         self.request = request
@@ -40,6 +52,9 @@ class _Call:
         self.token: str | None = None
         self.headers: dict[str, str] = {}
         self.fault: Fault | None = None
+        # The signing token's first account, once authenticated, and its faults and budget.
+        self.account: str | None = None
+        self.profile = self.state.profile
 
     def answer(self, status: int, body: object) -> web.Response:
         self.record(status)
@@ -66,6 +81,8 @@ class _Call:
             self.token,
             status,
             self.fault,
+            # `by_account` counts claim requests only.
+            self.account if self.endpoint == "conversion_event" else None,
         )
 
     def parse_query(self) -> Query | web.Response:
@@ -90,16 +107,20 @@ class _Call:
         except OAuthRejected as exc:
             return self.error(401, XError("UNAUTHORIZED_ACCESS", str(exc)))
         self.token = token
+        grant = self.state.verifier.grants[token]
+        # Random claims name the same account (`conversion_event`).
+        self.account = account = grant.account_ids[0]
+        self.profile = self.state.profile_of(account)
         if token in self.state.revoked:
             self.headers = self.budget_headers()
             return self.error(401, XError("UNAUTHORIZED_ACCESS", "this token was revoked"))
-        return self.state.verifier.grants[token]
+        return grant
 
     def spend_budget(self) -> web.Response | None:
         """None when the token's rate budget allows the call; else X's 429."""
-        config = self.state.config
+        profile = self.profile
         state = self.state.limiter.take(
-            (self.endpoint, self.token), config.rate_limit, config.rate_window_s
+            (self.endpoint, self.token), profile.rate_limit, profile.rate_window_s
         )
         self.headers = state.headers()
         if state.allowed:
@@ -108,9 +129,9 @@ class _Call:
 
     def budget_headers(self) -> dict[str, str]:
         """The token's rate budget as it stands, for answers that do not spend it."""
-        config = self.state.config
+        profile = self.profile
         key = (self.endpoint, self.token)
-        return self.state.limiter.peek(key, config.rate_limit, config.rate_window_s).headers()
+        return self.state.limiter.peek(key, profile.rate_limit, profile.rate_window_s).headers()
 
 
 async def conversion_event(request: web.Request) -> web.StreamResponse:
@@ -131,7 +152,7 @@ async def conversion_event(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         return refused
 
-    plan = draw(config, call.state.fault_rng)
+    plan = draw(call.profile, call.state.fault_rng)
     if plan.kind == "reset":
         call.fault = "reset"
         call.record(None)
@@ -193,6 +214,8 @@ async def account(request: web.Request) -> web.StreamResponse:
     if account_id not in grant.account_ids:
         call.headers = call.budget_headers()
         return call.error(401, XError("UNAUTHORIZED_ACCESS", "no access to this account"))
+    # The account's rate limit applies, its latency and faults do not: authenticating an
+    # account stays quick whatever its claim requests are made to suffer.
     refused = call.spend_budget()
     if refused is not None:
         return refused

@@ -32,6 +32,22 @@ ENVIRONMENT: Final = {
     "hmac_key": "POSTBACKD_X_HMAC_KEY",
 }
 
+ACCOUNT_FAULTS_HELP: Final = """\
+Make one X account slow, throttled, failing or timing out while the others stay
+healthy. A request belongs to the account of the OAuth token that signed it. Keys:
+latency, error_rate, timeout_rate, reset_rate, rate_limit, rate_window_s; a key left
+out takes the global flag's value. Account checks (GET /12/accounts/ID) keep the
+account's rate limit but not its latency or faults. Example, with the consumer key and
+secret in POSTBACKD_X_CONSUMER_KEY and POSTBACKD_X_CONSUMER_SECRET: acct-b answers claims
+after 40 s and takes 1 request per 2 minutes, acct-a answers at once:
+
+  postbackd mock-x --account acct-a:TOKEN_A:SECRET_A --account acct-b:TOKEN_B:SECRET_B \\
+    --account-faults acct-b:latency=fixed:40000,rate_limit=1,rate_window_s=120
+
+In a settings file: [account_faults.acct-b] with the same keys. At runtime,
+PATCH /_mock/config {"account_faults": {"acct-b": {"error_rate": 0.5}}} replaces
+them all ({} clears them); GET /_mock/stats counts each account's answers (by_account)."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
@@ -61,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--rate-limit", type=int, metavar="N", help="requests per token per window (60000)")
     add("--rate-window-s", type=float, metavar="S", help="rate limit window (900)")
     add("--request-log-max", type=int, metavar="N", help="keep only the latest N requests")
+    group = parser.add_argument_group("per-account faults", ACCOUNT_FAULTS_HELP)
+    group.add_argument("--account-faults", dest="account_faults", action="append",
+        metavar="ID:KEY=VALUE[,KEY=VALUE...]",
+        help="one account's own faults and rate limit (repeatable; replaces the settings "
+        "file's account_faults)")  # fmt: skip
 
 
 def config_from_args(

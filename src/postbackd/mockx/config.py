@@ -8,74 +8,15 @@ from __future__ import annotations
 
 import binascii
 import json
-import math
-import random
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final, Literal
+from types import MappingProxyType
+from typing import Any, Final
 
-LatencyKind = Literal["none", "fixed", "uniform", "lognormal"]
-
-# z-score of the 99th percentile of the standard normal: turns (median, p99) into sigma.
-_Z_P99: Final = 2.3263478740408408
-
-
-@dataclass(frozen=True, slots=True)
-class Latency:
-    """Added answer latency. Spec strings: `none`, `fixed:MS` (or just `MS`),
-    `uniform:MIN_MS:MAX_MS`, `lognormal:MEDIAN_MS:P99_MS`."""
-
-    kind: LatencyKind = "none"
-    a_ms: float = 0.0
-    b_ms: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.a_ms < 0 or self.b_ms < 0:
-            raise ValueError("latency must not be negative")
-        if self.kind in ("uniform", "lognormal") and self.b_ms < self.a_ms:
-            raise ValueError(f"{self.kind} latency needs its second value >= the first")
-        if self.kind == "lognormal" and self.a_ms == 0:
-            raise ValueError("lognormal latency needs a median above 0")
-
-    @classmethod
-    def parse(cls, spec: str) -> Latency:
-        kind, _, rest = spec.strip().partition(":")
-        try:
-            if kind in ("", "none", "0"):
-                return cls()
-            if not rest:
-                return cls("fixed", float(kind))
-            values = [float(v) for v in rest.split(":")]
-        except ValueError:
-            raise ValueError(f"latency {spec!r}: values must be numbers of milliseconds") from None
-        if kind == "fixed" and len(values) == 1:
-            return cls("fixed", values[0])
-        if kind in ("uniform", "lognormal") and len(values) == 2:
-            return cls(kind, values[0], values[1])  # type: ignore[arg-type]
-        raise ValueError(
-            f"latency {spec!r}: expected none, fixed:MS, uniform:MIN:MAX or lognormal:MEDIAN:P99"
-        )
-
-    @property
-    def spec(self) -> str:
-        if self.kind == "none":
-            return "none"
-        if self.kind == "fixed":
-            return f"fixed:{self.a_ms:g}"
-        return f"{self.kind}:{self.a_ms:g}:{self.b_ms:g}"
-
-    def delay_s(self, rng: random.Random) -> float:
-        if self.kind == "fixed":
-            return self.a_ms / 1000
-        if self.kind == "uniform":
-            return rng.uniform(self.a_ms, self.b_ms) / 1000
-        if self.kind == "lognormal":
-            mu = math.log(self.a_ms)
-            sigma = (math.log(self.b_ms) - mu) / _Z_P99
-            return rng.lognormvariate(mu, sigma) / 1000
-        return 0.0
+from postbackd.mockx.account_faults import RATES, AccountFaults, parse_account_faults
+from postbackd.mockx.latency import NO_LATENCY, Latency
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +56,7 @@ class MockConfig:
     campaign_names: tuple[str, ...] = ("Re-engagement promo",)
     claim_max_age_days: float = 7.0
     seed: int = 0
-    latency: Latency = Latency()
+    latency: Latency = NO_LATENCY
     error_rate: float = 0.0
     timeout_rate: float = 0.0
     timeout_hold_s: float = 30.0
@@ -124,6 +65,11 @@ class MockConfig:
     # Reference, "Rate limits": 60,000 conversion requests per 15-minute window, per token.
     rate_limit: int = 60_000
     rate_window_s: float = 900.0
+    # Account id -> its own faults and rate limit (account_faults.py); empty: none. Left out
+    # of the hash: a mapping (made read-only in `__post_init__`) has none.
+    account_faults: Mapping[str, AccountFaults] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
     # OAuth 1.0a timestamps further than this from the mock's clock are refused.
     timestamp_skew_s: float = 300.0
     # None keeps every X request in the log (tests count them); a number keeps the latest.
@@ -149,6 +95,24 @@ class MockConfig:
         for account in self.accounts:
             if secrets.setdefault(account.token, account.secret) != account.secret:
                 raise ValueError(f"account {account.id}: one token cannot have two secrets")
+        self._check_account_faults()
+
+    def _check_account_faults(self) -> None:
+        # A copy the caller cannot change behind the frozen config's back.
+        object.__setattr__(self, "account_faults", MappingProxyType(dict(self.account_faults)))
+        if not self.account_faults:
+            return
+        known = {account.id for account in self.accounts}
+        global_rates = {name: getattr(self, name) for name in RATES}
+        for account_id, faults in self.account_faults.items():
+            if not isinstance(faults, AccountFaults):
+                raise ValueError(f"account_faults.{account_id} must be an AccountFaults")
+            if account_id not in known:
+                raise ValueError(
+                    f"account_faults.{account_id}: no such account "
+                    f"(not among the {len(known)} given with accounts)"
+                )
+            faults.check(account_id, global_rates)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -218,6 +182,8 @@ def coerce_setting(name: str, value: object) -> object:
         return value if isinstance(value, Latency) else Latency.parse(str(value))
     if name == "accounts":
         return tuple(_account(item) for item in _items(name, value))
+    if name == "account_faults":
+        return parse_account_faults(value)
     if name in ("apps", "campaign_names"):
         return tuple(str(item) for item in _items(name, value))
     if name == "outage":

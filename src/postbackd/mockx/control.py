@@ -2,11 +2,12 @@
 
 Routes::
 
-    GET   /_mock/stats                     counters
+    GET   /_mock/stats                     counters, also per account (`by_account`)
     GET   /_mock/requests?limit=&offset=   the request log, oldest first
     POST  /_mock/reset                     clear the log, the counters and the rate windows
     GET   /_mock/config                    the settings, without credentials
-    PATCH /_mock/config                    change faults, rate limit, claims; revoke/restore
+    PATCH /_mock/config                    change faults, rate limit, claims; revoke/restore;
+                                           `account_faults` replaces every account's own
 """
 
 from __future__ import annotations

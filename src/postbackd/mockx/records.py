@@ -11,7 +11,7 @@ import sys
 from collections import Counter, deque
 from dataclasses import dataclass
 from itertools import islice
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 # Why an answer is not X's plain answer: injected by the fault settings or the outage switch.
@@ -48,6 +48,8 @@ class Recorder:
         self._faults: Counter[str] = Counter()
         self._claims: Counter[str] = Counter()
         self._tokens: Counter[tuple[str, str]] = Counter()
+        # (account id, answer) of claim requests, for `by_account`.
+        self._accounts: Counter[tuple[str, str]] = Counter()
         # Python hashes of (hashed_device_id, conversion_type, conversion_time): 64-bit keys
         # keep a million conversions in tens of MB, and a collision at that size is ~1e-7.
         self._conversions: set[int] = set()
@@ -63,6 +65,7 @@ class Recorder:
         token: str | None,
         status: int | None,
         fault: Fault | None = None,
+        account: str | None = None,
     ) -> None:
         token = sys.intern(token) if token is not None else None
         self.log.append(LoggedRequest(ts, method, sys.intern(path), query, token, status, fault))
@@ -72,6 +75,8 @@ class Recorder:
             self._faults[fault] += 1
         if token is not None:
             self._tokens[token, answer] += 1
+        if account is not None:
+            self._accounts[account, answer] += 1
 
     def record_hold(self) -> None:
         """A request starts being held (timeout fault): its answer comes after the client
@@ -87,7 +92,13 @@ class Recorder:
 
     def clear(self) -> None:
         self.log.clear()
-        for counter in (self._by_status, self._faults, self._claims, self._tokens):
+        for counter in (
+            self._by_status,
+            self._faults,
+            self._claims,
+            self._tokens,
+            self._accounts,
+        ):
             counter.clear()
         self._conversions.clear()
         self._recorded = 0
@@ -101,6 +112,13 @@ class Recorder:
         for (token, answer), count in self._tokens.items():
             tokens[token] += count
             by_token.setdefault(token, {})[answer] = count
+        # Per account: its claim requests and their answers, so a benchmark can watch one
+        # account without paging through the request log.
+        by_account: dict[str, dict[str, Any]] = {}
+        for (account, answer), count in sorted(self._accounts.items()):
+            entry = by_account.setdefault(account, {"requests": 0, "status": {}})
+            entry["requests"] += count
+            entry["status"][answer] = count
         return {
             "requests_total": self._by_status.total(),
             "requests": requests,
@@ -119,6 +137,7 @@ class Recorder:
                 "distinct": len(self._conversions),
                 "duplicates": self._recorded - len(self._conversions),
             },
+            "by_account": by_account,
         }
 
     def requests(self, limit: int, offset: int) -> dict[str, object]:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from postbackd.mockx.claims import ClaimMaker
 from postbackd.mockx.config import MockConfig, coerce_setting
+from postbackd.mockx.faults import FaultProfile, fault_profiles
 from postbackd.mockx.oauth import OAuthVerifier
 from postbackd.mockx.ratelimit import FixedWindowLimiter
 from postbackd.mockx.records import Recorder
@@ -28,6 +29,8 @@ RUNTIME_SETTINGS: Final = frozenset(
         "outage",
         "rate_limit",
         "rate_window_s",
+        # Replaced as a whole: `{}` clears every account's own settings.
+        "account_faults",
         "claim_rate",
         "campaign_names",
         "claim_max_age_days",
@@ -37,6 +40,11 @@ _TOKEN_SWITCHES: Final = ("revoke_tokens", "restore_tokens")
 
 
 class MockState:
+    _config: MockConfig
+    # Set with `config` (its setter): the global fault profile, and the accounts' own.
+    profile: FaultProfile
+    account_profiles: dict[str, FaultProfile]
+
     def __init__(self, config: MockConfig) -> None:
         self.config = config
         self.verifier = OAuthVerifier(
@@ -53,6 +61,21 @@ class MockState:
         self.fault_rng = random.Random(config.seed)
         # Tokens that answer 401 although they are known (X revoked the user's access).
         self.revoked: set[str] = set()
+
+    @property
+    def config(self) -> MockConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: MockConfig) -> None:
+        self._config = config
+        self.profile, self.account_profiles = fault_profiles(config)
+
+    def profile_of(self, account_id: str) -> FaultProfile:
+        """The faults and rate budget of an account's requests: one dict lookup, none at
+        all while no account has settings of its own."""
+        profiles = self.account_profiles
+        return profiles.get(account_id, self.profile) if profiles else self.profile
 
     def reconfigure(self, changes: Mapping[str, object]) -> None:
         """Apply a `PATCH /_mock/config` body, all of it or (on ValueError) none of it.
@@ -103,6 +126,9 @@ class MockState:
             "outage": config.outage,
             "rate_limit": config.rate_limit,
             "rate_window_s": config.rate_window_s,
+            "account_faults": {
+                account_id: faults.to_json() for account_id, faults in config.account_faults.items()
+            },
             "request_log_max": config.request_log_max,
         }
 
