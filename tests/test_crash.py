@@ -18,7 +18,8 @@ SLOTS = 8  # x_max_connections; the engine keeps at most twice this many request
 
 async def test_kill_9_under_load_then_restart_loses_nothing(tmp_path: Path) -> None:
     mock = await start_mock("--latency", "fixed:5")
-    settings = {**FAST_RETRY, "x_max_connections": SLOTS}
+    # One account here: its cap may take the whole (small) pool.
+    settings = {**FAST_RETRY, "x_max_connections": SLOTS, "x_account_max_in_flight": SLOTS}
     daemon = await start_daemon(tmp_path / "data", mock.url, **settings)
     accepted: list[int] = []
     try:

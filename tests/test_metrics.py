@@ -26,6 +26,7 @@ from postbackd.metrics import (
     X_ANSWER_KINDS,
     Metrics,
 )
+from postbackd.store.writer import STORE_ERROR_KINDS
 from postbackd.x.response import classify
 
 # name: (type, label, values); the first ten are PRODUCT.md 3's list.
@@ -43,6 +44,8 @@ EXPECTED = {
     "postbackd_x_accounts_unauthenticated": ("gauge", None, ()),
     "postbackd_x_answers": ("counter", "kind", X_ANSWER_KINDS),
     "postbackd_circuit_state": ("gauge", "state", CIRCUIT_STATES),
+    "postbackd_x_accounts_circuit_open": ("gauge", None, ()),
+    "postbackd_store_errors": ("counter", "kind", STORE_ERROR_KINDS),
 }
 
 
@@ -106,7 +109,7 @@ def test_labels_are_small_fixed_sets_never_ids() -> None:
 def test_label_values_follow_the_domain() -> None:
     assert CLAIM_OUTCOMES == OUTCOMES
     states = set(get_args(delivery_model.State))
-    assert set(QUEUE_STATES) == states - {"delivered", "skipped"}
+    assert set(QUEUE_STATES) == states - {"delivered", "skipped", "cancelled"}
     assert set(DELIVERY_OUTCOMES) == (states - {"scheduled", "ready", "in_flight"}) | {"retried"}
     assert set(X_ANSWER_KINDS) == {classify(status) for status in range(600)}
     assert set(CIRCUIT_STATES) == set(get_args(circuit.State))

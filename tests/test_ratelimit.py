@@ -179,3 +179,34 @@ def test_budgets_are_per_account(clock: Clock) -> None:
     budgets.forget("never-seen")
     assert budgets.get("a") is not a
     assert budgets.get("a").remaining == 1
+
+
+def test_a_429_whose_reset_is_not_ahead_pauses_and_backs_off(clock: Clock) -> None:
+    # X's clock lags ours: its 429 names a reset already past here. Sending again at once
+    # would be refused again, in a loop; the budget pauses, longer at each refusal in a row.
+    budget = AccountBudget(100, 900.0, clock)
+    take(budget, 1)
+    pauses = []
+    for _ in range(4):
+        budget.observe(100, 0, int(clock.now_s) - 2, limited=True)
+        budget.block_until(int(clock.now_s) - 2)
+        wait = budget.try_take()
+        assert wait > 0
+        pauses.append(wait)
+        clock.now_s += wait
+        take(budget, 1)  # the pause ends with a whole budget to try again
+    assert pauses == [pytest.approx(1.0), pytest.approx(2.0), pytest.approx(4.0),
+                      pytest.approx(8.0)]  # fmt: skip
+    # Any other answer ends the run of refusals: the next pause is short again.
+    budget.observe(100, 50, None)
+    budget.block_until(int(clock.now_s) - 2)
+    assert budget.try_take() == pytest.approx(1.0)
+
+
+def test_a_past_reset_pause_never_exceeds_a_window(clock: Clock) -> None:
+    budget = AccountBudget(10, 5.0, clock)
+    for _ in range(10):
+        budget.block_until(clock.now_s - 1)
+        wait = budget.try_take()
+        assert 0 < wait <= 5.0
+        clock.now_s += wait

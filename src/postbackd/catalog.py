@@ -167,12 +167,25 @@ class Catalog:
             self._swap(_with(self.index, changes))
         log.info("%s %s deleted", kind.label, entity_id)
 
-    async def record_authentication(self, account_id: str, ok: bool, error: str | None) -> XAccount:
-        """Keep the result of a signed call to X with this account's credentials."""
+    async def record_authentication(
+        self, account_id: str, ok: bool, error: str | None, *, sent_with: XAccount | None = None
+    ) -> XAccount | None:
+        """Keep the result of a signed call to X with this account's credentials.
+
+        `sent_with`: the account as the call used it. When the account has changed since
+        (new credentials, or authenticated again after the call left), X's answer is about
+        credentials it no longer has: nothing is recorded, and None is returned. A failure
+        already recorded for the same credentials is not written again.
+        """
         async with self._lock:
             account = self.index.accounts.get(account_id)
             if account is None:
                 raise NotFound(f"X account {account_id!r} does not exist", field="id")
+            if sent_with is not None:
+                if _credentials(account) != _credentials(sent_with):
+                    return None
+                if not ok and not account.authenticated:
+                    return account
             updated = dataclasses.replace(
                 account,
                 authenticated=ok,
@@ -273,6 +286,11 @@ class Catalog:
                 code="in_use",
             )
         return [*extra, ("delete", entity)]
+
+
+def _credentials(account: XAccount) -> tuple[str, str, str | None]:
+    """What an answer of X to a signed call is about: the tokens, as of one authentication."""
+    return account.access_token, account.access_token_secret, account.authenticated_at
 
 
 def _with(index: Index, changes: list[store.Change]) -> Index:

@@ -2,14 +2,21 @@
 
 Shape after hypercorn's `asyncio/run.py`: signal handlers only set an event; `serve()` takes
 that event so tests can stop the daemon without signals; shutdown runs in `finally`.
+
+A daemon never hangs silently (PRODUCT.md 2): a start that fails is one clear line and a
+non-zero exit; a part that dies or a store beyond recovery ends the process non-zero, so that
+its supervisor restarts it; a store that fails for a while is answered (503, `/readyz`) and
+recovered from without a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import time
+from typing import Final
 
 import aiosqlite
 import uvloop
@@ -23,17 +30,28 @@ from postbackd.catalog import Catalog
 from postbackd.delivery.devices import DeviceNetworks
 from postbackd.delivery.engine import Engine
 from postbackd.delivery.intake import Intake
+from postbackd.errors import PostbackdError
 from postbackd.metrics import Metrics
 from postbackd.model import XAccount
 from postbackd.settings import Settings
 from postbackd.store import deliveries as sql
-from postbackd.store.db import DB_NAME, open_database
-from postbackd.store.journal import Journal
+from postbackd.store.db import DB_NAME, open_database, prepare_data_dir
+from postbackd.store.lock import DataDirLock
+from postbackd.store.reader import Reader
+from postbackd.store.writer import Writer
 from postbackd.token import ensure_api_token
 from postbackd.x.client import XClient
 from postbackd.x.oauth import OAuth1Signer
 
 log = logging.getLogger(__name__)
+
+# The exit status when the daemon stops because it cannot go on (a supervisor restarts it).
+EXIT_FATAL: Final = 1
+_DEPTH_REFRESH_S: Final = 5.0
+
+
+class StartupError(PostbackdError):
+    """The daemon could not start; the message says why in one line."""
 
 
 class Daemon:
@@ -44,19 +62,46 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.ready = False
         self.port: int | None = None
+        self._lock = DataDirLock(settings.data_dir)
         self._conn: aiosqlite.Connection | None = None
         self._x: XClient | None = None
         self._runner: web.AppRunner | None = None
-        self._journal: Journal | None = None
+        self._writer: Writer | None = None
+        self._reader: Reader | None = None
         self._depth_task: asyncio.Task[None] | None = None
         self._started = 0.0
         self.catalog: Catalog
         self.engine: Engine | None = None
+        # Set when the daemon cannot go on: `serve` stops it and the process exits non-zero.
+        self.fatal: asyncio.Future[str] | None = None
+
+    def fail(self, error: BaseException | str) -> None:
+        """Ask for a stop with a non-zero exit: something the daemon cannot recover from."""
+        if self.fatal is not None and not self.fatal.done():
+            self.fatal.set_result(str(error) or type(error).__name__)
+
+    @property
+    def is_ready(self) -> bool:
+        """Started, not draining, and the store takes writes (PRODUCT.md 2)."""
+        return self.ready and (self._writer is None or self._writer.healthy)
 
     async def start(self) -> None:
+        """Start everything, or fail with a `StartupError` after undoing what had started."""
+        self.fatal = asyncio.get_running_loop().create_future()
+        try:
+            await self._start()
+        except BaseException as exc:
+            await self._close()
+            if isinstance(exc, PostbackdError | OSError):
+                raise StartupError(_startup_reason(exc, self.settings)) from exc
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         self._started = time.monotonic()
         log.info("postbackd %s starting, data dir %s", __version__, s.data_dir.resolve())
+        prepare_data_dir(s.data_dir)
+        self._lock.acquire()
         self._conn = await open_database(s.data_dir)
         self.catalog = await Catalog.load(self._conn)
         token = ensure_api_token(s.api_token, s.data_dir)
@@ -71,25 +116,33 @@ class Daemon:
             signer=OAuth1Signer(s.x_consumer_key, s.x_consumer_secret),
             max_connections=s.x_max_connections,
             timeout_s=s.x_timeout_s,
+            pool_timeout_s=s.x_pool_timeout_s,
         )
-        self._journal = journal = Journal(s.data_dir / DB_NAME)
-        await journal.open()
-        devices = DeviceNetworks(journal)
-        engine = self.engine = Engine(s, journal, self.catalog, self._x, self.metrics, devices)
-        first_id = await journal.call(sql.max_delivery_id) + 1
-        intake = Intake(journal, lambda: self.catalog.index, devices, first_id)
+        path = s.data_dir / DB_NAME
+        errors = self.metrics.store_errors
+        self._writer = writer = Writer(
+            path, on_error=lambda kind: errors.labels(kind).inc(), on_fatal=self.fail
+        )
+        await writer.open()
+        self._reader = reader = Reader(path)
+        devices = DeviceNetworks(reader)
+        engine = self.engine = Engine(
+            s, writer, reader, self.catalog, self._x, self.metrics, devices, on_fatal=self.fail
+        )
+        first_id = await writer.call(sql.max_delivery_id) + 1
+        intake = Intake(writer, lambda: self.catalog.index, devices, first_id)
         app = make_app(
             catalog=self.catalog,
             metrics=self.metrics,
             api_token=token,
             authenticate=self.authenticate,
             max_body_bytes=s.max_body_bytes,
-            is_ready=lambda: self.ready,
+            is_ready=lambda: self.is_ready,
             ingest=IngestRoute(
                 intake, self.catalog, self.metrics, max_body_bytes=s.max_body_bytes,
-                max_items=s.max_batch_items, on_accepted=engine.rewind,
+                max_items=s.max_batch_items, on_accepted=engine.rewind_lanes,
             ),
-            results=ResultRoutes(journal, self.catalog, engine.rewind, s.max_body_bytes),
+            results=ResultRoutes(reader, writer, engine, self.catalog, s.max_body_bytes),
         )  # fmt: skip
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -121,7 +174,7 @@ class Daemon:
         """Queue depth by state for the metrics; a count, so kept off the hot path."""
         assert self.engine is not None
         while True:
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(_DEPTH_REFRESH_S)
             try:
                 await self.engine.refresh_queue_depth()
             except asyncio.CancelledError:
@@ -142,6 +195,7 @@ class Daemon:
             )
             ok, error = check.ok, check.error
         updated = await self.catalog.record_authentication(account_id, ok, error)
+        assert updated is not None
         if ok:
             log.info("X account %s authenticated", account_id)
         else:
@@ -161,17 +215,13 @@ class Daemon:
         try:
             if self._runner is not None:
                 await self._runner.cleanup()
+                self._runner = None
             if self._depth_task is not None:
                 self._depth_task.cancel()
             if self.engine is not None:
                 await self.engine.stop(self.settings.shutdown_grace_s)
         finally:
-            if self._journal is not None:
-                await self._journal.close()
-            if self._x is not None:
-                await self._x.close()
-            if self._conn is not None:
-                await self._conn.close()
+            await self._close()
         done = self.engine.done if self.engine else {}
         log.info(
             "stopped after %.1f s: %s",
@@ -179,26 +229,66 @@ class Daemon:
             ", ".join(f"{n} {state}" for state, n in done.items()) or "nothing sent",
         )
 
+    async def _close(self) -> None:
+        """Close what is open, in the reverse order of opening; safe to call twice."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._x is not None:
+            await self._x.close()
+            self._x = None
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+        self._lock.release()
 
-async def serve(settings: Settings, shutdown: asyncio.Event) -> None:
+
+def _startup_reason(exc: BaseException, settings: Settings) -> str:
+    """One line saying why the daemon could not start, for an operator."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {settings.listen}: the address is in use"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        where = exc.filename or settings.data_dir
+        return f"cannot start: no permission for {where} ({exc.strerror})"
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"cannot start: {exc.strerror or exc}{where}"
+    return f"cannot start: {exc}"
+
+
+async def serve(settings: Settings, shutdown: asyncio.Event) -> int:
+    """Run until `shutdown` is set (0) or the daemon cannot go on (EXIT_FATAL)."""
     daemon = Daemon(settings)
+    await daemon.start()
+    assert daemon.fatal is not None
+    stop: asyncio.Future[object] = asyncio.ensure_future(shutdown.wait())
+    fatal: asyncio.Future[object] = daemon.fatal  # type: ignore[assignment]
     try:
-        await daemon.start()
-        await shutdown.wait()
+        await asyncio.wait([stop, fatal], return_when=asyncio.FIRST_COMPLETED)
     finally:
+        stop.cancel()
         await daemon.stop()
+    if daemon.fatal.done():
+        log.critical("stopped because the daemon cannot go on: %s", daemon.fatal.result())
+        return EXIT_FATAL
+    return 0
 
 
 def run(settings: Settings) -> int:
-    """Run the daemon on uvloop until SIGTERM or SIGINT."""
+    """Run the daemon on uvloop until SIGTERM or SIGINT; the exit status."""
 
-    async def main() -> None:
+    async def main() -> int:
         shutdown = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown.set)
-        await serve(settings, shutdown)
+        return await serve(settings, shutdown)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
-    return 0
+        return runner.run(main())

@@ -7,7 +7,9 @@
           ├── NotFound        404  the path names an entity that does not exist
           ├── Conflict        409  a uniqueness rule (names, one postback per event, ids)
           ├── TooLarge        413  the body is over the size limit
-          └── Invalid         422  a field breaks a rule of PRODUCT.md section 1
+          ├── Invalid         422  a field breaks a rule of PRODUCT.md section 1
+          └── StoreUnavailable 503 the store cannot write (disk full, I/O error): nothing
+                                   of the request was committed; send it again later
 
 The rules (model, validation) raise these without knowing about HTTP; the API turns them
 into `{"error": {"code", "message", "field"}}` with the status.
@@ -65,3 +67,15 @@ class TooLarge(ApiError):
 class Invalid(ApiError):
     status = 422
     default_code = "invalid"
+
+
+class StoreUnavailable(ApiError):
+    """A commit failed for a reason of the store, not of the request (PRODUCT.md 2, "Store
+    failures"); `kind` is the metric label (disk_full, io_error, busy, corrupt, closed)."""
+
+    status = 503
+    default_code = "store_unavailable"
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind

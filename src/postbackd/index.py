@@ -118,12 +118,26 @@ class Index:
         fallback; else the earliest-created authenticated account named on the app's
         trackers for the network.
         """
-        if postback.x_account_id is not None:
-            account = self.accounts.get(postback.x_account_id)
+        return self._signer(postback.app_id, postback.network, postback.x_account_id)
+
+    def signer_of_delivery(
+        self, postback_id: str, app_id: str, network: str, accepted_account_id: str | None
+    ) -> tuple[XAccount | None, str | None]:
+        """`signing_account` for an accepted delivery: with its postback as it is now (an
+        edit may give it an account), else, the postback deleted, as it was accepted."""
+        current = self.postbacks.get(postback_id)
+        account_id = current.x_account_id if current is not None else accepted_account_id
+        return self._signer(app_id, network, account_id)
+
+    def _signer(
+        self, app_id: str, network: str, account_id: str | None
+    ) -> tuple[XAccount | None, str | None]:
+        if account_id is not None:
+            account = self.accounts.get(account_id)
             if account is None or not account.authenticated:
                 return None, "account_unauthenticated"
             return account, None
-        key = (postback.app_id, postback.network)
+        key = (app_id, network)
         if key not in self._tracker_accounts:
             # Once per snapshot, not per delivery: it scans every account.
             named: set[str] = set()

@@ -10,7 +10,9 @@ What each metric answers for an operator (the dashboard's rows, grafana/dashboar
                        x_accounts_unauthenticated
     numbers off?       claims (by attribution outcome), attributions, deliveries skipped/held
     rate limiting      rate_limit_wait_seconds, x_answers{kind="rate_limited"} (429)
-    the process        process_* (restarts, memory, CPU, open files), build_info
+    one account bad?   x_accounts_circuit_open (accounts whose own circuit is open)
+    the process        process_* (restarts, memory, CPU, open files), build_info,
+                       store_errors (commits that failed: disk full, I/O errors)
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from prometheus_client import (
 from postbackd import __version__
 from postbackd.attribution import CLICK, OUTCOMES, VIEW
 from postbackd.delivery.circuit import State as CircuitState
+from postbackd.store.writer import STORE_ERROR_KINDS
 from postbackd.x.response import ResponseKind
 
 EVENT_RESULTS: Final = ("accepted", "duplicate", "rejected")
 STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx", "timeout", "connection_error")
 X_ANSWER_KINDS: Final = tuple(kind.value for kind in ResponseKind)
-DELIVERY_OUTCOMES: Final = ("delivered", "skipped", "held", "retried", "dead")
+DELIVERY_OUTCOMES: Final = ("delivered", "skipped", "held", "retried", "dead", "cancelled")
 CLAIM_OUTCOMES: Final = OUTCOMES
 ENGAGEMENT_TYPES: Final = (CLICK, VIEW)
 QUEUE_STATES: Final = ("scheduled", "ready", "in_flight", "held", "dead")
@@ -125,6 +128,19 @@ class Metrics:
             "X accounts whose credentials do not work (their deliveries are held)",
             registry=r,
         )
+        self.accounts_circuit_open = Gauge(
+            "postbackd_x_accounts_circuit_open",
+            "X accounts whose own circuit is open: X fails their requests, so they are paused "
+            "and probed while the other accounts send",
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "postbackd_store_errors_total",
+            "Store commits that failed, by kind (disk_full, io_error, busy, corrupt, closed); "
+            "ingest answers 503 store_unavailable meanwhile",
+            ["kind"],
+            registry=r,
+        )
         # Pre-create every label child so that each series reads 0 from the first scrape.
         for labels, values in (
             (self.events_received, EVENT_RESULTS),
@@ -135,6 +151,7 @@ class Metrics:
             (self.attributions, ENGAGEMENT_TYPES),
             (self.queue_depth, QUEUE_STATES),
             (self.circuit_state, CIRCUIT_STATES),
+            (self.store_errors, STORE_ERROR_KINDS),
         ):
             for value in values:
                 labels.labels(value)

@@ -203,6 +203,22 @@ class Settings:
     x_max_connections: int = field(
         default=64, metadata=_meta("most open connections to X", _positive)
     )
+    x_account_max_in_flight: int = field(
+        default=0,
+        metadata=_meta(
+            "most requests of one X account in flight, below x_max_connections so that a "
+            "slow account cannot take every connection; 0: a quarter of x_max_connections",
+            _at_least(0),
+        ),
+    )
+    x_pool_timeout_s: float = field(
+        default=5.0,
+        metadata=_meta(
+            "longest wait for a free connection to X; the request then waits in its queue "
+            "(X saw nothing: no retry is used)",
+            _positive,
+        ),
+    )
     circuit_min_requests: int = field(
         default=20, metadata=_meta("requests in the window before the circuit may open", _positive)
     )
@@ -210,7 +226,12 @@ class Settings:
         default=30.0, metadata=_meta("window over which X failures are counted", _positive)
     )
     circuit_failure_ratio: float = field(
-        default=0.5, metadata=_meta("share of failed requests that opens the circuit", _ratio)
+        default=0.5,
+        metadata=_meta(
+            "share of an account's failed deliveries that opens its circuit, and share of "
+            "failing accounts that opens the broad one",
+            _ratio,
+        ),
     )
     circuit_probe_interval_s: float = field(
         # One request a second costs X nothing during an outage and ends it within a second.
@@ -220,6 +241,11 @@ class Settings:
     shutdown_grace_s: float = field(
         default=10.0, metadata=_meta("time in-flight requests get to finish", _at_least(0))
     )
+
+    @property
+    def account_max_in_flight(self) -> int:
+        """The per-account cap in effect (PRODUCT.md 2, "Isolation")."""
+        return self.x_account_max_in_flight or max(1, self.x_max_connections // 4)
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -254,7 +280,18 @@ class Settings:
         values |= _parse_layer(env, _env_name)
         given_flags = {f.name: flags[f.name] for f in _FIELDS if flags.get(f.name) is not None}
         values |= _parse_layer(given_flags, _flag_name)
-        return cls(**values)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Rules between settings."""
+        if self.x_account_max_in_flight > self.x_max_connections:
+            raise SettingsError(
+                f"x_account_max_in_flight ({self.x_account_max_in_flight}) must not exceed "
+                f"x_max_connections ({self.x_max_connections}): one account could take every "
+                "connection to X"
+            )
 
 
 _FIELDS: tuple[Field[Any], ...] = fields(Settings)

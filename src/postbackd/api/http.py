@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import hmac
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 import orjson
 from aiohttp import web
 
-from postbackd.errors import ApiError, BadRequest, NotFound, TooLarge, Unauthorized
+from postbackd.errors import (
+    ApiError,
+    BadRequest,
+    NotFound,
+    StoreUnavailable,
+    TooLarge,
+    Unauthorized,
+)
+from postbackd.store.writer import store_failure
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +96,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if e.status < 400:
             raise
         return error_response(_from_http(e))
+    except sqlite3.Error as e:
+        # The store failed under a configuration change or a read: the request is answered
+        # (503, nothing changed), never left hanging (PRODUCT.md 2, "Store failures").
+        failure = store_failure(e) or StoreUnavailable(f"the store failed: {e}", kind="io_error")
+        log.warning("%s %s: %s", request.method, request.path, failure.message)
+        return error_response(failure)
     except Exception:
         # A bug, not bad input: say so without echoing anything of the request.
         log.exception("internal error on %s %s", request.method, request.path)

@@ -27,7 +27,7 @@ class IngestRoute:
         *,
         max_body_bytes: int,
         max_items: int,
-        on_accepted: Callable[[int], None],
+        on_accepted: Callable[[dict[str, int]], None],
     ) -> None:
         self._intake = intake
         self._catalog = catalog
@@ -36,6 +36,7 @@ class IngestRoute:
         self._max_items = max_items
         self._on_accepted = on_accepted
         self._skipped = metrics.deliveries.labels("skipped")
+        self._held = metrics.deliveries.labels("held")
         self._result = {r: metrics.events_received.labels(r) for r in ("accepted", "duplicate",
                                                                          "rejected")}  # fmt: skip
 
@@ -73,11 +74,14 @@ class IngestRoute:
                     accepted += 1
                 else:
                     duplicates += 1
-            if outcome.deliveries:
-                self._on_accepted(now_ms)
+            if outcome.lanes:
+                self._on_accepted(outcome.lanes)
             if outcome.skipped:
                 # Skipped at acceptance (no device id, network_only): final at once.
                 self._skipped.inc(outcome.skipped)
+            if outcome.held:
+                # No authenticated account signs them yet (PRODUCT.md 1, "Claim request").
+                self._held.inc(outcome.held)
         self._result["accepted"].inc(accepted)
         self._result["duplicate"].inc(duplicates)
         self._result["rejected"].inc(len(rejected))

@@ -1,19 +1,22 @@
-"""Results under /api/v1: deliveries and their replay, events, attributions, reports."""
+"""Results under /api/v1: deliveries, their replay and cancelling, events, attributions,
+reports. Reads go to a `Reader` (their own connections), never through the writer's thread,
+so a long report does not hold up an ingest commit."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
 
 from postbackd.catalog import Catalog
+from postbackd.delivery.engine import Engine
 from postbackd.delivery.model import STATES
 from postbackd.errors import Invalid, NotFound
 from postbackd.store import deliveries as sql
 from postbackd.store import results
-from postbackd.store.journal import Journal
+from postbackd.store.reader import Reader
+from postbackd.store.writer import Writer
 
 from .http import json_response, read_object
 
@@ -38,19 +41,22 @@ def _limit(request: web.Request) -> int:
 class ResultRoutes:
     def __init__(
         self,
-        journal: Journal,
+        reader: Reader,
+        writer: Writer,
+        engine: Engine,
         catalog: Catalog,
-        on_replayed: Callable[[int], None],
         max_body_bytes: int,
     ) -> None:
-        self._journal = journal
+        self._reader = reader
+        self._writer = writer
+        self._engine = engine
         self._catalog = catalog
-        self._on_replayed = on_replayed
         self._max_body_bytes = max_body_bytes
 
     def add_to(self, app: web.Application, prefix: str = "/api/v1") -> None:
         app.router.add_get(f"{prefix}/deliveries", self.deliveries)
         app.router.add_post(f"{prefix}/deliveries/replay", self.replay)
+        app.router.add_post(f"{prefix}/deliveries/cancel", self.cancel)
         app.router.add_get(f"{prefix}/events/{{event_id}}", self.event)
         app.router.add_get(f"{prefix}/attributions", self.attributions)
         app.router.add_get(f"{prefix}/reports/trackers", self.report)
@@ -59,7 +65,10 @@ class ResultRoutes:
         state = request.query.get("state")
         if state is not None and state not in STATES:
             raise Invalid(f"state must be one of {', '.join(STATES)}", field="state")
-        items = await self._journal.call(results.list_deliveries, state, _limit(request), _now_ms())
+        in_flight = frozenset(self._engine.in_flight_ids())
+        items = await self._reader.call(
+            results.list_deliveries, state, _limit(request), _now_ms(), in_flight
+        )
         return json_response({"items": items, "count": len(items)})
 
     async def replay(self, request: web.Request) -> web.Response:
@@ -81,21 +90,44 @@ class ResultRoutes:
                           field="ids")  # fmt: skip
         now = _now_ms()
         chosen = None if ids is None else list(ids)
-        count = await self._journal.submit(lambda conn: sql.replay_dead(conn, chosen, now))
-        if count:
-            self._on_replayed(now)
-        return json_response({"replayed": count})
+        lanes = await self._writer.submit(lambda conn: sql.replay_dead(conn, chosen, now))
+        self._engine.rewind_lanes(dict.fromkeys(lanes, now))
+        return json_response({"replayed": sum(lanes.values())})
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        """PRODUCT.md 2, "Delivery states": deliveries that have not gone out become
+        `cancelled`, by ids or all of a postback; requests already at X finish."""
+        data = await read_object(request, self._max_body_bytes)
+        unknown = set(data) - {"ids", "postback_id"}
+        if unknown:
+            raise Invalid("unknown field for a cancel", field=sorted(unknown)[0])
+        if ("ids" in data) == ("postback_id" in data):
+            raise Invalid('give either "ids" or "postback_id"', field="ids")
+        ids = data.get("ids")
+        postback_id = data.get("postback_id")
+        if ids is not None and (
+            not isinstance(ids, list)
+            or len(ids) > MAX_REPLAY_IDS
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            raise Invalid(f"ids must be a list of at most {MAX_REPLAY_IDS} delivery ids",
+                          field="ids")  # fmt: skip
+        if postback_id is not None and not isinstance(postback_id, str):
+            raise Invalid("postback_id must be a postback id (a string)", field="postback_id")
+        count = await self._engine.cancel(ids, postback_id)
+        return json_response({"cancelled": count})
 
     async def event(self, request: web.Request) -> web.Response:
         event_id = request.match_info["event_id"]
-        found = await self._journal.call(results.event_details, event_id, _now_ms())
+        in_flight = frozenset(self._engine.in_flight_ids())
+        found = await self._reader.call(results.event_details, event_id, _now_ms(), in_flight)
         if found is None:
             raise NotFound(f"event {event_id!r} does not exist", field="event_id")
         return json_response(found)
 
     async def attributions(self, request: web.Request) -> web.Response:
         q = request.query
-        items = await self._journal.call(
+        items = await self._reader.call(
             results.list_attributions, q.get("app_id"), q.get("tracker_id"), _limit(request)
         )
         return json_response({"items": items, "count": len(items)})
@@ -104,7 +136,7 @@ class ResultRoutes:
         app_id = request.query.get("app_id")
         if app_id is not None and app_id not in self._catalog.index.apps:
             raise NotFound(f"app {app_id!r} does not exist", field="app_id")
-        by_tracker = await self._journal.call(results.tracker_report, app_id)
+        by_tracker = await self._reader.call(results.tracker_report, app_id)
         trackers = self._catalog.index.trackers
         rows = []
         for tracker_id, figures in sorted(by_tracker.items()):

@@ -15,7 +15,7 @@ from postbackd.event import Event
 from postbackd.index import Index
 from postbackd.model import App, Postback
 from postbackd.store import deliveries as sql
-from postbackd.store.journal import Journal
+from postbackd.store.writer import Writer
 
 from .claim import device_key
 from .devices import DeviceNetworks
@@ -25,25 +25,31 @@ from .model import NewDelivery
 def fan_out(
     event: Event, app: App, index: Index, accepted_ms: int, latest_network: str | None
 ) -> list[NewDelivery]:
-    """One delivery per enabled postback for (app, network of its platform, event name)."""
+    """One delivery per enabled postback for (app, network of its platform, event name),
+    in the lane of the X account that is to sign it (PRODUCT.md 1, "Claim request")."""
     out: list[NewDelivery] = []
     has_device = device_key(app.network, event) is not None
     for p in index.postbacks_of(app.id, event.event_name):
         if not p.enabled or p.network != app.network:
             continue
+        account, hold_reason = index.signing_account(p)
         state, reason = "ready", None
         if not has_device:
             # PRODUCT.md 1: no IDFA on iOS, no ADID on Android, or an all-zero id.
             state, reason = "skipped", "no_device_id"
         elif p.delivery_method == "network_only" and latest_network != p.network:
             state, reason = "skipped", "not_attributed_to_network"
+        elif account is None:
+            # No authenticated account to sign it: held until the rule yields one.
+            state, reason = "held", hold_reason
         elif p.delivery_delay_s:
             state = "scheduled"
-        out.append(_new(p, state, reason, accepted_ms + p.delivery_delay_s * 1000))
+        lane = account.id if account is not None else ""
+        out.append(_new(p, state, reason, accepted_ms + p.delivery_delay_s * 1000, lane))
     return out
 
 
-def _new(p: Postback, state: str, reason: str | None, due_ms: int) -> NewDelivery:
+def _new(p: Postback, state: str, reason: str | None, due_ms: int, lane: str) -> NewDelivery:
     return NewDelivery(
         postback_id=p.id,
         network=p.network,
@@ -54,6 +60,7 @@ def _new(p: Postback, state: str, reason: str | None, due_ms: int) -> NewDeliver
         state=state,  # type: ignore[arg-type]
         reason=reason,
         due_ms=due_ms,
+        lane=lane,
     )
 
 
@@ -64,20 +71,23 @@ class Accepted:
     fresh: list[bool]
     deliveries: int
     skipped: int
+    held: int
+    # The lanes that got pending deliveries, each with the earliest due time among them.
+    lanes: dict[str, int]
 
 
 class Intake:
     def __init__(
         self,
-        journal: Journal,
+        writer: Writer,
         index: Callable[[], Index],
         devices: DeviceNetworks,
         first_delivery_id: int,
     ) -> None:
-        self._journal = journal
+        self._writer = writer
         self._index = index
         self._devices = devices
-        # Ids are handed out on the journal thread, one commit after another.
+        # Ids are handed out on the writer's thread, one commit after another.
         self._ids = itertools.count(first_delivery_id)
 
     async def accept(self, events: Sequence[tuple[Event, App]], now_ms: int) -> Accepted:
@@ -87,7 +97,7 @@ class Intake:
             (event, fan_out(event, app, index, now_ms, latest.get((app.id, event.event_id))))
             for event, app in events
         ]
-        return await self._journal.submit(lambda conn: self._store(conn, planned, now_ms))  # type: ignore[no-any-return]
+        return await self._writer.submit(lambda conn: self._store(conn, planned, now_ms))  # type: ignore[no-any-return]
 
     async def _latest_networks(
         self, events: Sequence[tuple[Event, App]], index: Index
@@ -125,8 +135,17 @@ class Intake:
         count = sum(len(d) for _, d in accepted)
         first = next(self._ids)
         if count > 1:
-            # Reserve the block: the counter is only touched here, on the journal thread.
+            # Reserve the block: the counter is only touched here, on the writer's thread.
             self._ids = itertools.count(first + count)
         sql.insert_events(conn, accepted, first, now_ms)
-        skipped = sum(1 for _, ds in accepted for d in ds if d.state == "skipped")
-        return Accepted(fresh, count, skipped)
+        skipped = held = 0
+        lanes: dict[str, int] = {}
+        for _, deliveries in accepted:
+            for d in deliveries:
+                if d.state == "skipped":
+                    skipped += 1
+                elif d.state == "held":
+                    held += 1
+                elif d.due_ms < lanes.get(d.lane, d.due_ms + 1):
+                    lanes[d.lane] = d.due_ms
+        return Accepted(fresh, count, skipped, held, lanes)

@@ -5,11 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-State = Literal["scheduled", "ready", "in_flight", "delivered", "skipped", "held", "dead"]
-STATES: Final = ("scheduled", "ready", "in_flight", "delivered", "skipped", "held", "dead")
-# Rows the feeder loads; `in_flight` lives only in memory (a crash resends those requests).
+State = Literal[
+    "scheduled", "ready", "in_flight", "delivered", "skipped", "held", "dead", "cancelled"
+]
+STATES: Final = (
+    "scheduled", "ready", "in_flight", "delivered", "skipped", "held", "dead", "cancelled"
+)  # fmt: skip
+# Rows the engine loads; `in_flight` lives only in memory (a crash resends those requests).
 PENDING: Final = ("scheduled", "ready")
-FINAL: Final = ("delivered", "skipped", "dead")
+# What an operator may cancel: everything that has not gone out (PRODUCT.md 2).
+CANCELLABLE: Final = ("scheduled", "ready", "held")
+FINAL: Final = ("delivered", "skipped", "dead", "cancelled")
 
 
 @dataclass(slots=True)
@@ -17,7 +23,9 @@ class Delivery:
     """One pending (event, postback) claim request, loaded into memory to be sent.
 
     The postback's fields are copied at acceptance: a postback disabled or deleted later
-    still lets its accepted deliveries go out (PRODUCT.md 1)."""
+    still lets its accepted deliveries go out (PRODUCT.md 1). `lane` is the X account it was
+    loaded for (its row's lane); the account that signs it is decided again when it is sent.
+    """
 
     id: int
     event_id: str
@@ -32,6 +40,7 @@ class Delivery:
     attempts: int
     first_due_ms: int
     due_ms: int
+    lane: str
     event_body: bytes
 
 
@@ -46,6 +55,7 @@ class NewDelivery:
     state: State
     reason: str | None
     due_ms: int
+    lane: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +76,8 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Attribution:
-    """A re-engagement attribution: the device's latest attribution becomes this one."""
+    """A re-engagement attribution: the device's latest attribution becomes this one, unless
+    the device already has one of a later engagement."""
 
     app_id: str
     device_key: str
@@ -79,7 +90,7 @@ class Attribution:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """A delivery's new state, written by the journal in a group commit."""
+    """A delivery's new state, written by the store's writer in a group commit."""
 
     delivery_id: int
     state: State

@@ -21,7 +21,9 @@ class AccountBudget:
     an answer must not undo the current window.
     """
 
-    __slots__ = ("_clock", "_confirmed", "_limit", "_remaining", "_reset_at", "_window_s")
+    __slots__ = (
+        "_clock", "_confirmed", "_limit", "_pauses", "_remaining", "_reset_at", "_window_s"
+    )  # fmt: skip
 
     def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.time) -> None:
         self._limit = limit
@@ -30,6 +32,7 @@ class AccountBudget:
         self._remaining = limit
         self._reset_at: float | None = None
         self._confirmed = False
+        self._pauses = 0  # 429s in a row that named no reset ahead of our clock
 
     @property
     def remaining(self) -> int:
@@ -57,9 +60,17 @@ class AccountBudget:
         self._remaining = min(self._limit, self._remaining + 1)
 
     def observe(
-        self, limit: int | None, remaining: int | None, reset_epoch_s: float | None
+        self,
+        limit: int | None,
+        remaining: int | None,
+        reset_epoch_s: float | None,
+        *,
+        limited: bool = False,
     ) -> None:
-        """Correct the budget from the rate-limit headers of any answer of X (None: absent)."""
+        """Correct the budget from the rate-limit headers of any answer of X (None: absent);
+        `limited` for a 429, which `block_until` then handles."""
+        if not limited:
+            self._pauses = 0
         if limit is not None and limit > 0:  # a limit of 0 would stall the account forever
             self._limit = limit
             self._remaining = min(self._remaining, limit)
@@ -88,6 +99,15 @@ class AccountBudget:
                 self._start(now_s + self._window_s, 0, confirmed=False)
         elif self._is_current(reset_epoch_s, now_s) or self._is_newer(reset_epoch_s, now_s):
             self._start(reset_epoch_s, 0, confirmed=True)
+        elif self._confirmed and self._is_open(now_s):
+            pass  # a late answer of an older window: the current one stands
+        else:
+            # X refused but names a reset that is not ahead of our clock (the clocks differ):
+            # sending again at once would only be refused again, in a loop. Pause, longer at
+            # each refusal in a row (1 s, 2 s, 4 s ...), never longer than a window.
+            self._pauses += 1
+            pause_s = min(self._window_s, 2.0 ** min(self._pauses - 1, 30))
+            self._start(now_s + pause_s, 0, confirmed=False)
 
     def _is_open(self, now_s: float) -> bool:
         return self._reset_at is not None and now_s < self._reset_at

@@ -1,11 +1,14 @@
 """SQL of events, deliveries, claims and device attributions. Plain functions over a
-sqlite3 connection, run on the journal's thread (writes inside its group commits)."""
+sqlite3 connection: writes run inside the writer's group commits, the engine's loads on the
+writer's thread (ordered with the commits), other reads on a reader's connection."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
+
+import orjson
 
 from postbackd.delivery.model import NewDelivery, Result
 from postbackd.event import Event
@@ -19,13 +22,21 @@ _INSERT_EVENT: Final = (
 _INSERT_DELIVERY: Final = (
     "INSERT INTO deliveries (id, event_id, postback_id, app_id, network, event_name, x_app_id,"
     " conversion_type, x_account_id, retry_attempts, state, reason, first_due_ms, due_ms,"
-    " updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " updated_ms, lane) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _LOAD_COLUMNS: Final = (
     "d.id, d.event_id, d.postback_id, d.app_id, d.network, d.event_name, d.x_app_id,"
     " d.conversion_type, d.x_account_id, d.retry_attempts, d.attempts, d.first_due_ms,"
-    " d.due_ms, e.body"
+    " d.due_ms, d.lane, e.body"
 )
+_PENDING: Final = "state IN ('scheduled', 'ready')"
+
+
+def _chunks(values: Sequence[Any]) -> Iterable[tuple[Sequence[Any], str]]:
+    """Slices of at most _CHUNK values, each with its `?,?,...` placeholders."""
+    for start in range(0, len(values), _CHUNK):
+        chunk = values[start : start + _CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def max_delivery_id(conn: sqlite3.Connection) -> int:
@@ -34,9 +45,7 @@ def max_delivery_id(conn: sqlite3.Connection) -> int:
 
 def existing_event_ids(conn: sqlite3.Connection, event_ids: Sequence[str]) -> set[str]:
     found: set[str] = set()
-    for start in range(0, len(event_ids), _CHUNK):
-        chunk = event_ids[start : start + _CHUNK]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in _chunks(event_ids):
         rows = conn.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
         found.update(r[0] for r in rows)
     return found
@@ -60,28 +69,84 @@ def insert_events(
             rows.append(
                 (next_id, event.event_id, d.postback_id, event.app_id, d.network,
                  event.event_name, d.x_app_id, d.conversion_type, d.x_account_id,
-                 d.retry_attempts, d.state, d.reason, d.due_ms, d.due_ms, now_ms)
+                 d.retry_attempts, d.state, d.reason, d.due_ms, d.due_ms, now_ms, d.lane)
             )  # fmt: skip
             next_id += 1
     conn.executemany(_INSERT_DELIVERY, rows)
     return len(rows)
 
 
-def load_due(
-    conn: sqlite3.Connection, after: tuple[int, int], now_ms: int, limit: int
-) -> list[tuple[Any, ...]]:
-    """Pending deliveries due by `now_ms`, in (due, id) order after the cursor `after`, as
-    rows for `Delivery(*row)` (built by the caller: this runs on the journal's thread, and
-    every Python object made here holds the GIL away from the event loop)."""
-    return conn.execute(
-        # INDEXED BY: without statistics SQLite may sort every pending row; the partial
-        # index seeks straight to the cursor in due order.
-        f"SELECT {_LOAD_COLUMNS} FROM deliveries d INDEXED BY deliveries_pending"
+def load_lane(
+    conn: sqlite3.Connection, lane: str, after: tuple[int, int], now_ms: int, limit: int
+) -> tuple[list[tuple[Any, ...]], int | None]:
+    """The lane's pending deliveries due by `now_ms`, in (due, id) order after the cursor
+    `after`, as rows for `Delivery(*row)` (built by the caller: this runs on the writer's
+    thread, and every Python object made here holds the GIL away from the event loop).
+
+    With fewer than `limit` rows, also when the lane's next pending row is due (None when
+    it has none): one call, so the loader knows when to read the lane again."""
+    rows = conn.execute(
+        # INDEXED BY: without statistics SQLite may pick another index and sort; this one
+        # seeks straight to the lane's cursor, in due order.
+        f"SELECT {_LOAD_COLUMNS} FROM deliveries d INDEXED BY deliveries_lane"
         " JOIN events e ON e.event_id = d.event_id"
-        " WHERE d.state IN ('scheduled', 'ready') AND (d.due_ms, d.id) > (?, ?)"
-        " AND d.due_ms <= ? ORDER BY d.due_ms, d.id LIMIT ?",
-        (after[0], after[1], now_ms, limit),
+        f" WHERE d.lane = ? AND d.{_PENDING} AND (d.due_ms, d.id) > (?, ?) AND d.due_ms <= ?"
+        " ORDER BY d.due_ms, d.id LIMIT ?",
+        (lane, after[0], after[1], now_ms, limit),
     ).fetchall()
+    if len(rows) == limit:
+        return rows, now_ms
+    if rows:
+        after = (rows[-1][12], rows[-1][0])
+    found = conn.execute(
+        f"SELECT due_ms FROM deliveries INDEXED BY deliveries_lane WHERE lane = ? AND {_PENDING}"
+        " AND (due_ms, id) > (?, ?) ORDER BY due_ms, id LIMIT 1",
+        (lane, after[0], after[1]),
+    ).fetchone()
+    return rows, None if found is None else int(found[0])
+
+
+def pending_lanes(conn: sqlite3.Connection) -> list[str]:
+    """Every lane with pending deliveries: one index seek per lane, not a scan of the rows."""
+    rows = conn.execute(
+        "WITH RECURSIVE lanes(lane) AS ("
+        f" SELECT (SELECT lane FROM deliveries INDEXED BY deliveries_lane WHERE {_PENDING}"
+        "  ORDER BY lane LIMIT 1)"
+        " UNION ALL"
+        f" SELECT (SELECT lane FROM deliveries INDEXED BY deliveries_lane WHERE {_PENDING}"
+        "  AND lane > lanes.lane ORDER BY lane LIMIT 1) FROM lanes WHERE lanes.lane IS NOT NULL"
+        ") SELECT lane FROM lanes WHERE lane IS NOT NULL"
+    )
+    return [r[0] for r in rows]
+
+
+_UPDATE_RESULT: Final = (
+    "UPDATE deliveries SET state = ?, reason = ?, attempts = ?, due_ms = ?, account_id = ?,"
+    " last_status = ?, last_error = ?, updated_ms = ?, lane = COALESCE(?, lane) WHERE id = ?"
+    # A delivery cancelled while its result was on the way stays cancelled, unless the
+    # result says it went out (delivered) or can never go (dead): those are what happened.
+    " AND (state != 'cancelled' OR ?)"
+)
+_INSERT_CLAIM: Final = (
+    "INSERT OR REPLACE INTO claims (delivery_id, event_id, app_id, network, tracker_id, outcome,"
+    " source, engagement_type, engagement_time, campaign_name, rejected, created_ms)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_ATTRIBUTION: Final = (
+    "INSERT INTO attributions (app_id, device_key, network, tracker_id, engagement_type,"
+    " engagement_time, event_id, delivery_id, created_ms) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+# PRODUCT.md 1, step 6: the device's latest attribution is that of the latest engagement,
+# whatever order X's answers arrive in. Times are ISO-8601 UTC with milliseconds and `Z`,
+# all of one width, so they compare as text.
+_UPSERT_DEVICE: Final = (
+    "INSERT INTO devices (app_id, device_key, network, tracker_id, engagement_type,"
+    " engagement_time, attributed_ms) VALUES (?,?,?,?,?,?,?)"
+    " ON CONFLICT (app_id, device_key) DO UPDATE SET network = excluded.network,"
+    " tracker_id = excluded.tracker_id, engagement_type = excluded.engagement_type,"
+    " engagement_time = excluded.engagement_time, attributed_ms = excluded.attributed_ms"
+    " WHERE excluded.engagement_time >= devices.engagement_time"
+)
 
 
 def write_results(conn: sqlite3.Connection, results: Iterable[Result], now_ms: int) -> None:
@@ -91,7 +156,7 @@ def write_results(conn: sqlite3.Connection, results: Iterable[Result], now_ms: i
     for r in results:
         updates.append(
             (r.state, r.reason, r.attempts, r.due_ms, r.account_id, r.last_status, r.last_error,
-             now_ms, r.delivery_id)
+             now_ms, r.account_id, r.delivery_id, r.state in ("delivered", "dead"))
         )  # fmt: skip
         if r.claim is not None:
             c = r.claim
@@ -106,56 +171,80 @@ def write_results(conn: sqlite3.Connection, results: Iterable[Result], now_ms: i
                 (a.app_id, a.device_key, a.network, a.tracker_id, a.engagement_type,
                  a.engagement_time, a.event_id, r.delivery_id, now_ms)
             )  # fmt: skip
-    conn.executemany(
-        "UPDATE deliveries SET state = ?, reason = ?, attempts = ?, due_ms = ?, account_id = ?,"
-        " last_status = ?, last_error = ?, updated_ms = ? WHERE id = ?",
-        updates,
-    )
+    conn.executemany(_UPDATE_RESULT, updates)
     if claims:
-        conn.executemany(
-            "INSERT OR REPLACE INTO claims (delivery_id, event_id, app_id, network, tracker_id,"
-            " outcome, source, engagement_type, engagement_time, campaign_name, rejected,"
-            " created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            claims,
-        )
+        conn.executemany(_INSERT_CLAIM, claims)
     if attributions:
-        conn.executemany(
-            "INSERT INTO attributions (app_id, device_key, network, tracker_id, engagement_type,"
-            " engagement_time, event_id, delivery_id, created_ms) VALUES (?,?,?,?,?,?,?,?,?)",
-            attributions,
-        )
-        conn.executemany(
-            "INSERT OR REPLACE INTO devices (app_id, device_key, network, tracker_id,"
-            " engagement_type, engagement_time, attributed_ms) VALUES (?,?,?,?,?,?,?)",
-            [(*a[:6], now_ms) for a in attributions],
-        )
+        conn.executemany(_INSERT_ATTRIBUTION, attributions)
+        conn.executemany(_UPSERT_DEVICE, [(*a[:6], now_ms) for a in attributions])
 
 
-def release_held(conn: sqlite3.Connection, now_ms: int) -> int:
-    """Held deliveries become ready again; the engine re-applies the signing rule."""
+def held_groups(conn: sqlite3.Connection) -> list[tuple[str, str | None, str, str, int]]:
+    """Held deliveries by what decides their release: (postback_id, the postback's signing
+    account as accepted, app_id, network, count)."""
     return conn.execute(
-        "UPDATE deliveries SET state = 'ready', reason = NULL, due_ms = MAX(due_ms, ?),"
-        " updated_ms = ? WHERE state = 'held'",
-        (now_ms, now_ms),
+        "SELECT postback_id, x_account_id, MIN(app_id), MIN(network), COUNT(*)"
+        " FROM deliveries INDEXED BY deliveries_held_group WHERE state = 'held'"
+        " GROUP BY postback_id, x_account_id"
+    ).fetchall()
+
+
+def release_held(
+    conn: sqlite3.Connection, postback_id: str, x_account_id: str | None, lane: str, now_ms: int
+) -> int:
+    """One group's held deliveries become ready again, in the lane of the account that will
+    sign them now."""
+    return conn.execute(
+        "UPDATE deliveries SET state = 'ready', reason = NULL, lane = ?, due_ms = MAX(due_ms, ?),"
+        " updated_ms = ? WHERE state = 'held' AND postback_id = ? AND x_account_id IS ?",
+        (lane, now_ms, now_ms, postback_id, x_account_id),
     ).rowcount
 
 
-def replay_dead(conn: sqlite3.Connection, ids: Sequence[int] | None, now_ms: int) -> int:
-    """Dead deliveries (all, or those of `ids`) go out again with their retries restored."""
+def replay_dead(conn: sqlite3.Connection, ids: Sequence[int] | None, now_ms: int) -> dict[str, int]:
+    """Dead deliveries (all, or those of `ids`) go out again with their retries restored;
+    the count per lane they went back to."""
     sql = (
         "UPDATE deliveries SET state = 'ready', reason = NULL, attempts = 0, due_ms = ?,"
-        " first_due_ms = ?, updated_ms = ? WHERE state = 'dead'"
+        " first_due_ms = ?, updated_ms = ?, lane = COALESCE(account_id, lane)"
+        " WHERE state = 'dead' AND (? OR id IN (SELECT value FROM json_each(?)))"
+        " RETURNING lane"
     )
-    if ids is None:
-        return conn.execute(sql, (now_ms, now_ms, now_ms)).rowcount
-    total = 0
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        marks = ",".join("?" * len(chunk))
-        total += conn.execute(
-            f"{sql} AND id IN ({marks})", (now_ms, now_ms, now_ms, *chunk)
-        ).rowcount
-    return total
+    lanes: dict[str, int] = {}
+    chosen = orjson.dumps(list(ids or ())).decode()
+    for (lane,) in conn.execute(sql, (now_ms, now_ms, now_ms, ids is None, chosen)):
+        lanes[lane] = lanes.get(lane, 0) + 1
+    return lanes
+
+
+def cancel(
+    conn: sqlite3.Connection,
+    ids: Sequence[int] | None,
+    postback_id: str | None,
+    in_flight: Collection[int],
+    now_ms: int,
+) -> int:
+    """Deliveries that have not gone out become `cancelled` (PRODUCT.md 2): those of `ids`,
+    or every one of the postback. The ones whose request is at X (`in_flight`) finish."""
+    where = "id IN (SELECT value FROM json_each(?))" if ids is not None else "postback_id = ?"
+    chosen = orjson.dumps(list(ids)).decode() if ids is not None else postback_id
+    return conn.execute(
+        "UPDATE deliveries SET state = 'cancelled', reason = 'cancelled', updated_ms = ?"
+        f" WHERE state IN ('scheduled', 'ready', 'held') AND {where}"
+        " AND id NOT IN (SELECT value FROM json_each(?))",
+        (now_ms, chosen, orjson.dumps(sorted(in_flight)).decode()),
+    ).rowcount
+
+
+def pending_of_postback(conn: sqlite3.Connection, postback_id: str) -> int:
+    """Deliveries of a postback that have not gone out yet (pending or held)."""
+    return int(
+        conn.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE postback_id = ?"
+            " AND state IN ('scheduled', 'ready', 'held')",
+            (postback_id,),
+        ).fetchone()[0]
+    )
 
 
 def count_by_state(conn: sqlite3.Connection, now_ms: int) -> dict[str, int]:
@@ -164,8 +253,7 @@ def count_by_state(conn: sqlite3.Connection, now_ms: int) -> dict[str, int]:
         "dead": conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'").fetchone()[0],
     }
     pending = conn.execute(
-        "SELECT COALESCE(SUM(due_ms > ?), 0), COUNT(*) FROM deliveries"
-        " WHERE state IN ('scheduled', 'ready')",
+        f"SELECT COALESCE(SUM(due_ms > ?), 0), COUNT(*) FROM deliveries WHERE {_PENDING}",
         (now_ms,),
     ).fetchone()
     counts["scheduled"] = int(pending[0])
@@ -173,17 +261,17 @@ def count_by_state(conn: sqlite3.Connection, now_ms: int) -> dict[str, int]:
     return counts
 
 
-def device_networks(
+def device_attributions(
     conn: sqlite3.Connection, app_id: str, device_keys: Sequence[str]
-) -> dict[str, str]:
-    """The network of each device's latest attribution (devices without one are absent)."""
-    found: dict[str, str] = {}
-    for start in range(0, len(device_keys), _CHUNK):
-        chunk = device_keys[start : start + _CHUNK]
-        marks = ",".join("?" * len(chunk))
+) -> dict[str, tuple[str, str]]:
+    """Each device's latest attribution as (network, engagement_time); devices without one
+    are absent."""
+    found: dict[str, tuple[str, str]] = {}
+    for chunk, marks in _chunks(device_keys):
         rows = conn.execute(
-            f"SELECT device_key, network FROM devices WHERE app_id = ? AND device_key IN ({marks})",
+            "SELECT device_key, network, engagement_time FROM devices"
+            f" WHERE app_id = ? AND device_key IN ({marks})",
             (app_id, *chunk),
         )
-        found.update((k, n) for k, n in rows)
+        found.update((k, (n, t)) for k, n, t in rows)
     return found

@@ -157,4 +157,18 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (app_id, device_key)
     ) WITHOUT ROWID;
     """,
+    # 3: fair loading (PRODUCT.md 2, "Isolation"). Every pending delivery names the lane it
+    # is loaded for, the X account expected to sign it, and the engine reads each lane's due
+    # work through its own index position, so no account's backlog, however large, keeps
+    # another's from being loaded. Held rows are grouped by what decides their release.
+    """
+    ALTER TABLE deliveries ADD COLUMN lane TEXT NOT NULL DEFAULT '';
+    UPDATE deliveries SET lane = COALESCE(account_id, x_account_id, '')
+        WHERE state IN ('scheduled', 'ready');
+    DROP INDEX deliveries_pending;
+    CREATE INDEX deliveries_lane ON deliveries(lane, due_ms, id)
+        WHERE state IN ('scheduled', 'ready');
+    CREATE INDEX deliveries_held_group ON deliveries(postback_id, x_account_id)
+        WHERE state = 'held';
+    """,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from typing import Any, Final
 
 import orjson
@@ -29,10 +30,15 @@ def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _delivery(row: dict[str, Any], now_ms: int) -> dict[str, Any]:
+def _delivery(row: dict[str, Any], now_ms: int, in_flight: Collection[int] = ()) -> dict[str, Any]:
     state = row["state"]
     if state in ("scheduled", "ready"):
-        state = "scheduled" if row["due_ms"] > now_ms else "ready"
+        # PRODUCT.md 2, "Delivery states": a request at X shows as in_flight (the engine
+        # knows which; the store holds them as pending until X answers).
+        if row["id"] in in_flight:
+            state = "in_flight"
+        else:
+            state = "scheduled" if row["due_ms"] > now_ms else "ready"
     return {
         "id": row["id"],
         "event_id": row["event_id"],
@@ -55,8 +61,20 @@ def _delivery(row: dict[str, Any], now_ms: int) -> dict[str, Any]:
 
 
 def list_deliveries(
-    conn: sqlite3.Connection, state: str | None, limit: int, now_ms: int
+    conn: sqlite3.Connection,
+    state: str | None,
+    limit: int,
+    now_ms: int,
+    in_flight: Collection[int] = (),
 ) -> list[dict[str, Any]]:
+    if state == "in_flight":
+        chosen = sorted(in_flight)[:limit]
+        cur = conn.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
+            " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (orjson.dumps(chosen).decode(),),
+        )
+        return [_delivery(r, now_ms, in_flight) for r in _rows(cur)]
     if state is None:
         cur = conn.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries ORDER BY id DESC LIMIT ?",
                            (limit,))  # fmt: skip
@@ -64,8 +82,9 @@ def list_deliveries(
         op = ">" if state == "scheduled" else "<="
         cur = conn.execute(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE state IN ('scheduled', 'ready')"
-            f" AND due_ms {op} ? ORDER BY due_ms, id LIMIT ?",
-            (now_ms, limit),
+            f" AND due_ms {op} ? AND id NOT IN (SELECT value FROM json_each(?))"
+            " ORDER BY due_ms, id LIMIT ?",
+            (now_ms, orjson.dumps(sorted(in_flight)).decode(), limit),
         )
     elif state in ("held", "dead"):
         # A literal state, so that its partial index serves the query.
@@ -79,7 +98,7 @@ def list_deliveries(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?",
             (state, limit),
         )
-    return [_delivery(r, now_ms) for r in _rows(cur)]
+    return [_delivery(r, now_ms, in_flight) for r in _rows(cur)]
 
 
 def _claim(row: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +108,9 @@ def _claim(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def event_details(conn: sqlite3.Connection, event_id: str, now_ms: int) -> dict[str, Any] | None:
+def event_details(
+    conn: sqlite3.Connection, event_id: str, now_ms: int, in_flight: Collection[int] = ()
+) -> dict[str, Any] | None:
     found = conn.execute(
         "SELECT body, received_at_ms FROM events WHERE event_id = ?", (event_id,)
     ).fetchone()
@@ -108,7 +129,7 @@ def event_details(conn: sqlite3.Connection, event_id: str, now_ms: int) -> dict[
     event["conversion_time"] = iso_ms(event.pop("conversion_time_ms"))
     return {
         "event": event,
-        "deliveries": [_delivery(d, now_ms) for d in deliveries],
+        "deliveries": [_delivery(d, now_ms, in_flight) for d in deliveries],
         "claims": [_claim(c) for c in claims],
     }
 

@@ -19,7 +19,7 @@ from yarl import URL
 from postbackd import __version__
 from postbackd.x.conversion import CONVERSION_PATH
 from postbackd.x.oauth import OAuth1Signer, encode_pairs, percent_encode
-from postbackd.x.response import RateLimitInfo, ResponseKind, XResponse
+from postbackd.x.response import NoAnswer, RateLimitInfo, ResponseKind, XResponse
 from postbackd.x.transport import Http1Pool, no_answer
 
 
@@ -66,6 +66,7 @@ class XClient:
         signer: OAuth1Signer,
         max_connections: int,
         timeout_s: float,
+        pool_timeout_s: float | None = None,
     ) -> XClient:
         """Build the client, its pool and its session; call it from a coroutine (both need
         the running loop) and `close()` it at shutdown."""
@@ -73,6 +74,7 @@ class XClient:
             base_url,
             max_connections=max_connections,
             timeout_s=timeout_s,
+            pool_timeout_s=pool_timeout_s,
             user_agent=f"postbackd/{__version__}",
         )
         connector = aiohttp.TCPConnector(limit=max_connections)
@@ -104,9 +106,11 @@ class XClient:
                 body = await answer.read()
         # CancelledError is a BaseException: it is not caught here and always propagates.
         except TimeoutError as exc:  # aiohttp's socket timeouts subclass it
-            response = no_answer(started, f"timeout ({exc})" if str(exc) else "timeout")
+            reason = f"timeout ({exc})" if str(exc) else "timeout"
+            response = no_answer(started, NoAnswer.TIMEOUT, reason)
         except aiohttp.ClientError as exc:  # refused, reset, disconnected, bad answer
-            response = no_answer(started, f"connection error: {type(exc).__name__}: {exc}")
+            reason = f"connection error: {type(exc).__name__}: {exc}"
+            response = no_answer(started, NoAnswer.CONNECTION, reason)
         else:
             response = XResponse(
                 status=answer.status,

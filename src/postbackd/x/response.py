@@ -15,6 +15,15 @@ from postbackd.x.answer import parse_errors
 _MAX_MESSAGE_CHARS = 200
 
 
+class NoAnswer(StrEnum):
+    """Why a request got no HTTP answer (the `status_class` of the request metric)."""
+
+    TIMEOUT = "timeout"  # X took longer than the timeout (connecting or answering)
+    CONNECTION = "connection_error"  # refused, reset, closed, or an answer that is not HTTP
+    # Never sent: no pooled connection came free in time. Not X's failure.
+    POOL_TIMEOUT = "pool_timeout"
+
+
 class ResponseKind(StrEnum):
     OK = "ok"  # 2xx
     RATE_LIMITED = "rate_limited"  # 429: wait for the window to reset, no retry used
@@ -72,7 +81,8 @@ def _count(value: str | None) -> int | None:
 class XResponse:
     """What one request to X came back with.
 
-    `status` is 0 and `error` says why when no HTTP answer arrived.
+    `status` is 0, `failure` says what kind of failure and `error` says why in words when
+    no HTTP answer arrived.
     """
 
     status: int
@@ -80,10 +90,23 @@ class XResponse:
     rate_limit: RateLimitInfo | None
     duration_s: float
     error: str | None = None
+    failure: NoAnswer | None = None  # set when status is 0
 
     @property
     def kind(self) -> ResponseKind:
         return classify(self.status)
+
+    @property
+    def sent(self) -> bool:
+        """False when the request never left (X saw nothing, so nothing is used up)."""
+        return self.failure is not NoAnswer.POOL_TIMEOUT
+
+    @property
+    def status_class(self) -> str:
+        """`2xx` ... `5xx`, or why there was no answer (`timeout`, `connection_error`)."""
+        if self.status == 0:
+            return (self.failure or NoAnswer.CONNECTION).value
+        return f"{self.status // 100}xx"
 
     def describe(self) -> str:
         """A human reason, e.g. `HTTP 400 INVALID_PARAMETER: ...` or `timeout`."""

@@ -8,8 +8,11 @@ answer is parsed by llhttp (httptools) into the three things a claim needs: the 
 `x-rate-limit-*` headers and the body. One request at a time per connection, no pipelining;
 no redirects, proxies, cookies or compression: X's claim call needs none of them.
 
-Every failure comes back as an `XResponse` with status 0 and an `error` that starts with
-"timeout" or "connection error"; cancellation always propagates.
+Limits have timeouts (as in httpx): the pool has a size, a wait timeout for a free
+connection, keep-alive expiry for idle connections, and a cap on the size of an answer.
+
+Every failure comes back as an `XResponse` with status 0, a typed `failure` (`NoAnswer`) and
+a human `error`; cancellation always propagates.
 """
 
 from __future__ import annotations
@@ -19,45 +22,67 @@ import socket
 import ssl
 import time
 from collections import deque
-from typing import Final, cast
+from typing import Final, NamedTuple, cast
 from urllib.parse import urlsplit
 
 import httptools
 
-from postbackd.x.response import RateLimitInfo, XResponse
+from postbackd.x.response import NoAnswer, RateLimitInfo, XResponse
 
-_TIMEOUT: Final = "timeout"
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _RATE_LIMIT_PREFIX: Final = b"x-rate-limit-"
 _LENGTH_HEADERS: Final = (b"content-length", b"transfer-encoding")
+# X's claim answers are a few kilobytes; anything far larger is not one.
+DEFAULT_MAX_ANSWER_BYTES: Final = 1024 * 1024
+# Servers close idle keep-alive connections after a while; reusing one just then fails.
+DEFAULT_KEEPALIVE_EXPIRY_S: Final = 30.0
+
+
+class _Failure(NamedTuple):
+    """What kind of failure, and the human reason an `XResponse` carries."""
+
+    kind: NoAnswer
+    error: str
+
+
+_TIMEOUT: Final = _Failure(NoAnswer.TIMEOUT, "timeout")
+_CLOSED: Final = _Failure(NoAnswer.CONNECTION, "connection error: the client was closed")
 
 
 class _Failed(Exception):
-    """No connection to send on; `error` is the human reason an `XResponse` carries."""
+    """No connection to send on."""
 
-    def __init__(self, error: str) -> None:
-        super().__init__(error)
-        self.error = error
+    def __init__(self, failure: _Failure) -> None:
+        super().__init__(failure.error)
+        self.failure = failure
 
 
-def no_answer(started: float, error: str) -> XResponse:
+def no_answer(started: float, failure: NoAnswer, error: str) -> XResponse:
     """The response of a request that got no HTTP answer; `started` is a `perf_counter()`."""
     return XResponse(
-        status=0, body=b"", rate_limit=None, duration_s=time.perf_counter() - started, error=error
+        status=0,
+        body=b"",
+        rate_limit=None,
+        duration_s=time.perf_counter() - started,
+        error=error,
+        failure=failure,
     )
 
 
-def _describe(exc: BaseException) -> str:
-    return f"connection error: {type(exc).__name__}: {exc}"
+def _describe(exc: BaseException) -> _Failure:
+    return _Failure(NoAnswer.CONNECTION, f"connection error: {type(exc).__name__}: {exc}")
 
 
 class Http1Pool:
     """Keep-alive connections to one origin (http or https), at most `max_connections`.
 
     `timeout_s` bounds connecting plus the wait for the complete answer, from the moment the
-    request has its place in the pool. The wait for that place is not counted: the queue is the
-    caller's own back-pressure, and counting it as X timing out would retry and trip the circuit
-    breaker for no fault of X. Build it inside the running event loop; `close()` it at the end.
+    request has its place in the pool. The wait for that place is bounded apart, by
+    `pool_timeout_s`: a request that gets no place in time fails with `POOL_TIMEOUT` and was
+    never sent, so the caller can queue it again without counting X as failing (the queue
+    is the caller's own back-pressure). Idle connections older than `keepalive_expiry_s`
+    are not reused, and an answer over `max_answer_bytes` fails the request. Build it inside
+    the running event loop; `close()` it at the end.
     """
 
     __slots__ = (
@@ -66,8 +91,11 @@ class Http1Pool:
         "_connections",
         "_host",
         "_idle",
+        "_keepalive_expiry_s",
         "_loop",
+        "_max_answer_bytes",
         "_max_connections",
+        "_pool_timeout_s",
         "_port",
         "_request_end",
         "_request_middle",
@@ -84,6 +112,9 @@ class Http1Pool:
         max_connections: int,
         timeout_s: float,
         user_agent: str,
+        pool_timeout_s: float | None = None,
+        keepalive_expiry_s: float = DEFAULT_KEEPALIVE_EXPIRY_S,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(base_url)
@@ -100,6 +131,9 @@ class Http1Pool:
         )
         self._max_connections = max_connections
         self._timeout_s = timeout_s
+        self._pool_timeout_s = timeout_s if pool_timeout_s is None else pool_timeout_s
+        self._keepalive_expiry_s = keepalive_expiry_s
+        self._max_answer_bytes = max_answer_bytes
         # RFC 9112 section 3.2: Host is the authority, its port only when not the default.
         host = f"[{self._host}]" if ":" in self._host else self._host
         if self._port != default_port:
@@ -123,8 +157,8 @@ class Http1Pool:
         request = f"POST {target}{self._request_middle}{authorization}{self._request_end}".encode()
         try:
             conn = await self._acquire()
-        except _Failed as failure:
-            return no_answer(time.perf_counter(), failure.error)
+        except _Failed as failed:
+            return no_answer(time.perf_counter(), *failed.failure)
         started = time.perf_counter()
         deadline = self._loop.time() + self._timeout_s
         try:
@@ -139,9 +173,9 @@ class Http1Pool:
                 # error would send anyway (PRODUCT.md section 2, "Retries").
                 conn = await self._connect(deadline)
                 error = await conn.exchange(request, deadline)
-        except _Failed as failure:
+        except _Failed as failed:
             self._release(None)
-            return no_answer(started, failure.error)
+            return no_answer(started, *failed.failure)
         except BaseException:
             # Cancelled: the answer may still arrive on this connection and would be read as
             # the next request's, so the connection goes.
@@ -151,7 +185,7 @@ class Http1Pool:
             raise
         if error is not None:  # the connection was closed when the request failed
             self._release(None)
-            return no_answer(started, error)
+            return no_answer(started, *error)
         response = XResponse(
             status=conn.status,
             body=b"".join(conn.body),
@@ -169,25 +203,31 @@ class Http1Pool:
         """Close every connection; requests still in flight end with a connection error."""
         self._closed = True
         for conn in list(self._connections):
-            conn.fail("connection error: the client was closed")
+            conn.fail(_CLOSED)
         if self._connections:
             self._all_closed = self._loop.create_future()
             await self._all_closed
 
     async def _acquire(self) -> _Connection | None:
-        """An idle connection, or None: a place to open a new one. Waits in FIFO order."""
+        """An idle connection, or None: a place to open a new one. Waits in FIFO order, at
+        most `pool_timeout_s`."""
         if self._closed:
-            raise _Failed("connection error: the client was closed")
+            raise _Failed(_CLOSED)
         if self._idle:
             conn = self._idle.pop()
             conn.idle = False
-            # Closing but not yet reported lost: its place is ours, for a fresh connection.
-            return None if conn.closing else conn
+            if conn.closing:  # closing but not yet reported lost: its place is ours
+                return None
+            if self._loop.time() - conn.idle_since > self._keepalive_expiry_s:
+                conn.abort()  # too long idle: the server may close it as we send
+                return None
+            return conn
         if self._size < self._max_connections:
             self._size += 1
             return None
         waiter: asyncio.Future[_Connection | None] = self._loop.create_future()
         self._waiters.append(waiter)
+        timer = self._loop.call_later(self._pool_timeout_s, self._expire, waiter)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -196,6 +236,13 @@ class Http1Pool:
             if not waiter.cancelled():
                 self._release(waiter.result())
             raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, waiter: asyncio.Future[_Connection | None]) -> None:
+        if not waiter.done():  # `_release` skips it from now on
+            error = f"no pooled connection came free within {self._pool_timeout_s:g} s"
+            waiter.set_exception(_Failed(_Failure(NoAnswer.POOL_TIMEOUT, error)))
 
     def _release(self, conn: _Connection | None) -> None:
         """Give a reusable connection, or a place (None), to the first waiter or the pool."""
@@ -208,11 +255,12 @@ class Http1Pool:
             self._size -= 1
         else:
             conn.idle = True
+            conn.idle_since = self._loop.time()
             self._idle.append(conn)
 
     async def _connect(self, deadline: float) -> _Connection:
         if self._closed:
-            raise _Failed("connection error: the client was closed")
+            raise _Failed(_CLOSED)
         try:
             async with asyncio.timeout_at(deadline):
                 _, conn = await self._loop.create_connection(
@@ -223,12 +271,12 @@ class Http1Pool:
                     server_hostname=self._host if self._ssl else None,
                 )
         except TimeoutError:  # before OSError: it is one
-            raise _Failed("timeout while connecting") from None
+            raise _Failed(_Failure(NoAnswer.TIMEOUT, "timeout while connecting")) from None
         except OSError as exc:  # refused, unreachable, name not resolved, TLS refused
             raise _Failed(_describe(exc)) from None
         if self._closed:
             conn.abort()
-            raise _Failed("connection error: the client was closed")
+            raise _Failed(_CLOSED)
         return conn
 
     def _opened(self, conn: _Connection) -> None:
@@ -254,6 +302,7 @@ class _Connection(asyncio.Protocol):
         "_loop",
         "_parser",
         "_pool",
+        "_received",
         "_replied",
         "_timer",
         "_transport",
@@ -261,6 +310,7 @@ class _Connection(asyncio.Protocol):
         "_waiter",
         "body",
         "idle",
+        "idle_since",
         "keep_alive",
         "rate_headers",
         "status",
@@ -271,13 +321,15 @@ class _Connection(asyncio.Protocol):
         self._loop = pool._loop
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[str | None] | None = None
+        self._waiter: asyncio.Future[_Failure | None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._uses = 0
         self._replied = False  # a byte of the current answer arrived
         self._headers_done = False
         self._delimited = False  # the answer has Content-Length or Transfer-Encoding
         self.idle = False
+        self.idle_since = 0.0
+        self._received = 0  # bytes of the current answer
         self.status = 0
         self.keep_alive = False
         self.body: list[bytes] = []
@@ -287,27 +339,29 @@ class _Connection(asyncio.Protocol):
     def closing(self) -> bool:
         return self._transport is None or self._transport.is_closing()
 
-    def exchange(self, request: bytes, deadline: float) -> asyncio.Future[str | None]:
+    def exchange(self, request: bytes, deadline: float) -> asyncio.Future[_Failure | None]:
         """Send the request; the future gives None once the answer is complete, else why not."""
         self._uses += 1
         self._replied = self._headers_done = self._delimited = self.keep_alive = False
+        self._received = 0
         self.status = 0
         self.body = []
         self.rate_headers = {}
         waiter = self._waiter = self._loop.create_future()
         if self.closing:  # lost between leaving the pool and now: never sent
-            self.fail("connection error: the connection closed before the request was sent")
+            self.fail(_Failure(NoAnswer.CONNECTION, "connection error: the connection closed "
+                               "before the request was sent"))  # fmt: skip
         else:
             assert self._transport is not None
             self._timer = self._loop.call_at(deadline, self.fail, _TIMEOUT)
             self._transport.write(request)
         return waiter
 
-    def stale(self, error: str) -> bool:
+    def stale(self, error: _Failure) -> bool:
         """Whether a reused connection closed before any byte of the answer (not a timeout)."""
-        return self._uses > 1 and not self._replied and error != _TIMEOUT
+        return self._uses > 1 and not self._replied and error.kind is not NoAnswer.TIMEOUT
 
-    def fail(self, error: str) -> None:
+    def fail(self, error: _Failure) -> None:
         self._finish(error)
         self.abort()
 
@@ -315,7 +369,7 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    def _finish(self, error: str | None) -> None:
+    def _finish(self, error: _Failure | None) -> None:
         waiter = self._waiter
         if waiter is None:
             return
@@ -340,10 +394,15 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._replied = True
+        self._received += len(data)
+        if self._received > self._pool._max_answer_bytes:
+            self.fail(_Failure(NoAnswer.CONNECTION, "connection error: the answer is over "
+                               f"{self._pool._max_answer_bytes} bytes"))  # fmt: skip
+            return
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self.fail(f"connection error: malformed answer: {exc}")
+            self.fail(_Failure(NoAnswer.CONNECTION, f"connection error: malformed answer: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
@@ -352,9 +411,15 @@ class _Connection(asyncio.Protocol):
             # RFC 9112 section 6.3: without a length, the body ends when the server closes.
             self._finish(None)
         elif self._replied:
-            self._finish("connection error: the server closed the connection mid-answer")
+            self._finish(
+                _Failure(
+                    NoAnswer.CONNECTION,
+                    "connection error: the server closed the connection mid-answer",
+                )
+            )
         else:
-            self._finish("connection error: the server closed the connection before answering")
+            self._finish(_Failure(NoAnswer.CONNECTION, "connection error: the server closed "
+                                  "the connection before answering"))  # fmt: skip
         self._pool._lost(self)
 
     # httptools callbacks

@@ -1,0 +1,165 @@
+"""Loading due deliveries from the store, fairly per lane (PRODUCT.md 2, "Isolation").
+
+Every pending delivery belongs to a lane, the X account expected to sign it, and the loader
+reads each lane through its own position in the lane's index, with its own share of memory:
+an account's backlog of any size, rate-limited, slow or held, fills only its own share and
+never keeps another account's due deliveries from being loaded. (A single window filled in
+due order would let the biggest backlog win: fairness is a structure, not a buffer size.)
+
+Memory stays bounded whatever the backlog: about `capacity` deliveries are loaded across
+the lanes (each lane at least `MIN_SHARE`); the rest wait in the store, where they are safe
+across a crash anyway.
+
+A lane is read again when it has room (half its share or less in memory) and work may be due:
+the loader knows when its next pending delivery is due, and is told (`rewind`) when rows
+become pending in it: accepted, released, replayed, or scheduled for a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+from postbackd.errors import StoreUnavailable
+from postbackd.logs import RateLimitedLog
+from postbackd.store import deliveries as sql
+from postbackd.store.writer import Writer
+
+from .model import Delivery
+
+log = logging.getLogger(__name__)
+T = TypeVar("T", int, tuple[int, int])
+
+DEFAULT_CAPACITY: Final = 20_000
+# A lane's share never falls below this, however many lanes have work.
+MIN_SHARE: Final = 64
+# Rows per read at most: a big read would hold the GIL away from the event loop for long.
+LOAD_BATCH: Final = 2_000
+_IDLE_POLL_S: Final = 1.0
+# How often every lane's position is checked against the store anyway (a safety net: every
+# way a row becomes pending also tells the loader).
+_RESCAN_S: Final = 60.0
+_NEVER: Final = 2**62
+
+
+@dataclass(slots=True)
+class LaneLoad:
+    cursor: tuple[int, int] = (0, 0)  # (due_ms, id) of the last row read
+    loaded: int = 0  # deliveries of this lane in memory
+    next_due_ms: int = 0  # earliest due time of rows not read yet; _NEVER: none known
+    rewinds: int = 0  # counts `rewind` calls, to tell if one came during a read
+
+
+class Loader:
+    def __init__(
+        self,
+        writer: Writer,
+        deliver: Callable[[Delivery], bool],
+        now_ms: Callable[[], int],
+        capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
+        """`deliver(d)` hands a loaded delivery to the engine; False when the engine holds
+        it already (its result is on the way to the store)."""
+        self._writer = writer
+        self._deliver = deliver
+        self._now_ms = now_ms
+        self._capacity = capacity
+        self._lanes: dict[str, LaneLoad] = {}
+        self.share = capacity  # recomputed at each pass: `_update_share`
+        self._wake = asyncio.Event()
+        self._warn = RateLimitedLog(log)
+
+    def _update_share(self) -> int:
+        """Deliveries a lane may have in memory: the capacity split among lanes with work."""
+        busy = sum(1 for s in self._lanes.values() if s.loaded or s.next_due_ms < _NEVER)
+        self.share = max(MIN_SHARE, self._capacity // max(1, busy))
+        return self.share
+
+    def lane(self, lane: str) -> LaneLoad:
+        state = self._lanes.get(lane)
+        if state is None:
+            state = self._lanes[lane] = LaneLoad()
+        return state
+
+    def rewind(self, lane: str, due_ms: int) -> None:
+        """Rows of `lane` became pending, due at `due_ms` or later: read from there. The
+        position may have passed `due_ms` while they were being committed."""
+        state = self.lane(lane)
+        state.cursor = min(state.cursor, (due_ms, -1))
+        state.next_due_ms = min(state.next_due_ms, due_ms)
+        state.rewinds += 1
+        self._wake.set()
+
+    def released(self, lane: str) -> None:
+        """A delivery loaded for `lane` left memory (its result is in the store)."""
+        state = self._lanes.get(lane)
+        if state is None:
+            return
+        state.loaded -= 1
+        if state.loaded == self.share // 2:
+            self._wake.set()  # room again: read the lane's next due work
+
+    async def run(self) -> None:
+        for lane in await self._writer.call(sql.pending_lanes):
+            self.lane(lane)
+        loop = asyncio.get_running_loop()
+        rescan_at = loop.time() + _RESCAN_S
+        while True:
+            self._wake.clear()
+            try:
+                await self._pass()
+            except asyncio.CancelledError:
+                raise
+            except (sqlite3.Error, StoreUnavailable) as exc:  # the store fails: try again
+                self._warn.warning("load", f"could not read due deliveries: {exc}")
+            if loop.time() >= rescan_at:
+                rescan_at = loop.time() + _RESCAN_S
+                for state in self._lanes.values():
+                    state.next_due_ms = min(state.next_due_ms, self._now_ms())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._sleep_s())
+
+    def _sleep_s(self) -> float:
+        """Until the earliest lane with room has work due (at most the idle poll)."""
+        share = self.share
+        due = min(
+            (s.next_due_ms for s in self._lanes.values() if s.loaded <= share // 2),
+            default=_NEVER,
+        )
+        return max(0.0, min(_IDLE_POLL_S, (due - self._now_ms()) / 1000))
+
+    async def _pass(self) -> None:
+        """Read every lane that has room and work due, in turns, until none has both."""
+        while True:
+            share = self._update_share()
+            read_any = False
+            for lane, state in list(self._lanes.items()):
+                now = self._now_ms()
+                room = min(share - state.loaded, LOAD_BATCH)
+                if state.next_due_ms > now or state.loaded > share // 2 or room <= 0:
+                    continue
+                rewinds = state.rewinds
+                rows, due = await self._writer.call(sql.load_lane, lane, state.cursor, now, room)
+                if rows:
+                    last = rows[-1]
+                    # A rewind during the read may point before what was just read.
+                    state.cursor = _after(state, rewinds, (last[12], last[0]), state.cursor)
+                    for row in rows:
+                        d = Delivery(*row)
+                        if self._deliver(d):
+                            state.loaded += 1
+                    read_any = True
+                next_due = _NEVER if due is None else due
+                state.next_due_ms = _after(state, rewinds, next_due, state.next_due_ms)
+            if not read_any:
+                return
+
+
+def _after(state: LaneLoad, rewinds: int, read: T, current: T) -> T:
+    """What a read found, unless a rewind came meanwhile: then the earlier of the two."""
+    return read if state.rewinds == rewinds else min(read, current)

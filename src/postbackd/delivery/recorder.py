@@ -1,0 +1,113 @@
+"""Delivery results into store commits. The results gathered during one pass of the event
+loop go to the writer as one job; a delivery stays the engine's (in memory, never loaded
+twice) until its result is committed.
+
+When the store cannot write (PRODUCT.md 2, "Store failures"), the results wait here and are
+written again every `retry_s` until a commit succeeds: nothing X answered is forgotten, and
+nothing is sent twice while the disk is full. A result that fails for any other reason (a
+bug) is let go with an error in the log: its delivery stays pending in the store and is
+sent again (delivery is at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Final
+
+from postbackd.errors import StoreUnavailable
+from postbackd.store import deliveries as sql
+from postbackd.store.writer import Writer
+
+from .model import Delivery, Result
+
+log = logging.getLogger(__name__)
+
+Batch = list[tuple[Delivery, Result]]
+DEFAULT_RETRY_S: Final = 1.0
+
+
+class Recorder:
+    def __init__(
+        self,
+        writer: Writer,
+        now_ms: Callable[[], int],
+        on_written: Callable[[Batch], None],
+        on_lost: Callable[[Batch], None],
+        retry_s: float = DEFAULT_RETRY_S,
+    ) -> None:
+        self._writer = writer
+        self._now_ms = now_ms
+        self._on_written = on_written
+        self._on_lost = on_lost
+        self._retry_s = retry_s
+        self._gathering: Batch = []
+        self._waiting: Batch = []  # results the store could not write yet
+        self._retry: asyncio.TimerHandle | None = None
+        self._writes: dict[asyncio.Future[object], int] = {}  # in the writer, with their size
+
+    @property
+    def unwritten(self) -> int:
+        """Results not committed yet: gathering, being written, or waiting for the store."""
+        return len(self._gathering) + len(self._waiting) + sum(self._writes.values())
+
+    def add(self, d: Delivery, result: Result) -> None:
+        if not self._gathering:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._gathering.append((d, result))
+
+    def flush(self) -> None:
+        batch, self._gathering = self._gathering, []
+        if not batch:
+            return
+        results = [r for _, r in batch]
+        future = self._writer.submit(lambda conn: sql.write_results(conn, results, self._now_ms()))
+        self._writes[future] = len(batch)
+        future.add_done_callback(partial(self._written, batch))
+
+    def _written(self, batch: Batch, future: asyncio.Future[object]) -> None:
+        del self._writes[future]
+        if future.cancelled():
+            error: BaseException | None = StoreUnavailable("write cancelled", kind="closed")
+        else:
+            error = future.exception()
+        if error is None:
+            self._on_written(batch)
+        elif isinstance(error, StoreUnavailable):
+            # Kept, and written again once the store takes writes (the writer logs why).
+            self._waiting.extend(batch)
+            if self._retry is None:
+                self._retry = asyncio.get_running_loop().call_later(self._retry_s, self._again)
+        else:
+            log.error(
+                "could not record %d delivery results (%s); they stay pending and go out again",
+                len(batch),
+                error,
+            )
+            self._on_lost(batch)
+
+    def _again(self) -> None:
+        self._retry = None
+        waiting, self._waiting = self._waiting, []
+        if waiting:
+            if not self._gathering:
+                asyncio.get_running_loop().call_soon(self.flush)
+            self._gathering = waiting + self._gathering
+
+    async def drain(self, timeout_s: float) -> int:
+        """At shutdown: write what is gathered and wait for it (and one more try of what
+        waits for the store) at most `timeout_s`; the count of results left unwritten."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._gathering = self._waiting + self._gathering
+        self._waiting = []
+        self.flush()
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=timeout_s)
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        return self.unwritten

@@ -1,0 +1,98 @@
+"""Each device's latest attribution, for `network_only` postbacks (PRODUCT.md 1, step 6:
+"the device's latest attribution becomes (network, tracker)"): the latest engagement wins,
+whatever order X's answers arrive in, in the store and in the cache in front of it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from postbackd.delivery.devices import DeviceNetworks
+from postbackd.delivery.model import Attribution, Result
+from postbackd.store import deliveries as sql
+from postbackd.store.reader import Reader
+from postbackd.store.writer import Writer
+from storekit import migrated
+
+APP = "kogame"
+EARLY = "2026-11-20T08:00:00.000Z"
+LATE = "2026-11-21T08:00:00.000Z"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[tuple[Writer, Reader]]:
+    path = await migrated(tmp_path)
+    writer, reader = Writer(path), Reader(path)
+    await writer.open()
+    yield writer, reader
+    await writer.close()
+    await reader.close()
+
+
+def attributed(delivery_id: int, network: str, engagement_time: str) -> Result:
+    return Result(
+        delivery_id, "delivered", None, 1, 0, "acct", 200, None,
+        attribution=Attribution(APP, "dev-1", network, "kotracker", "CLICK", engagement_time,
+                                f"ev-{delivery_id}"),
+    )  # fmt: skip
+
+
+async def test_the_store_keeps_the_latest_engagement_not_the_last_written(
+    store: tuple[Writer, Reader],
+) -> None:
+    writer, reader = store
+    await writer.submit(lambda c: sql.write_results(c, [attributed(1, "x_ios", LATE)], 1))
+    # An answer about an earlier engagement, arriving later: it does not replace the latest.
+    await writer.submit(lambda c: sql.write_results(c, [attributed(2, "x_android", EARLY)], 2))
+    assert await reader.call(sql.device_attributions, APP, ["dev-1"]) == {"dev-1": ("x_ios", LATE)}
+    # Both answers are kept as attributions (the history), only the device state ignores it.
+    count = await writer.call(lambda c: c.execute("SELECT COUNT(*) FROM attributions").fetchone())
+    assert count == (2,)
+
+
+async def test_the_cache_keeps_the_latest_engagement(store: tuple[Writer, Reader]) -> None:
+    _, reader = store
+    devices = DeviceNetworks(reader)
+    devices.remember(APP, "dev-1", "x_ios", LATE)
+    devices.remember(APP, "dev-1", "x_android", EARLY)
+    assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": "x_ios"}
+
+
+class SlowReader:
+    """A reader whose answer is held until released: a store read that overlaps an answer."""
+
+    def __init__(self, answer: dict[str, tuple[str, str]]) -> None:
+        self.answer = answer
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        self.reading.set()
+        await self.release.wait()
+        return self.answer
+
+
+async def test_a_lookup_that_overlaps_an_attribution_does_not_erase_it() -> None:
+    reader = SlowReader({})  # the store has no attribution yet when it is read
+    devices = DeviceNetworks(reader)  # type: ignore[arg-type]
+    lookup = asyncio.create_task(devices.lookup(APP, ["dev-1"]))
+    await reader.reading.wait()
+    devices.remember(APP, "dev-1", "x_ios", LATE)  # X's answer arrives meanwhile
+    reader.release.set()
+    await lookup
+    # The next event of the device must see the attribution, not a cached "none".
+    assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": "x_ios"}
+
+
+async def test_devices_without_attribution_are_cached_as_none(
+    store: tuple[Writer, Reader],
+) -> None:
+    _, reader = store
+    devices = DeviceNetworks(reader)
+    assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": None}
+    await reader.close()  # the answer now comes from the cache alone
+    assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": None}

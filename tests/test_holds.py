@@ -1,0 +1,94 @@
+"""Held deliveries (PRODUCT.md 1, "Claim request"; PRODUCT.md 2, 401): held until the signing
+rule yields an authenticated account, released then and only then. A configuration change
+that helps no held delivery moves none of them and counts nothing again; a late 401 about
+credentials replaced since does not undo a fresh authentication."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from conftest import ACCOUNT_ID, MockX, Running, seed_config
+from test_delivery import deliveries, event, ingest, settled
+
+
+def held_total(running: Running) -> float:
+    return running.daemon.metrics.deliveries.labels("held")._value.get()
+
+
+async def test_configuration_changes_do_not_rehold_or_recount_held(
+    running: Running, mock_x: MockX
+) -> None:
+    api = running.api
+    seeded = await seed_config(api)
+    await mock_x.call("PATCH", "/_mock/config", json={"revoke_tokens": [ACCOUNT_ID]})
+    await ingest(api, [event(seeded["app"]["id"], n) for n in range(5)])
+    held = await settled(api, 5, "held")
+    assert held_total(running) == 5
+    before = {d["id"]: d["updated_at"] for d in held}
+    # Changes that give these deliveries no account: nothing is released, held again, or
+    # counted again (each change used to re-release and re-hold every held delivery).
+    for n in range(3):
+        other = {"name": f"Other {n}", "platform": "ios", "bundle_id": f"9{n}"}
+        await api.ok("POST", "/api/v1/apps", 201, json=other)
+        await asyncio.sleep(0.3)
+    assert held_total(running) == 5
+    after = {d["id"]: d["updated_at"] for d in await deliveries(api, "held")}
+    assert after == before
+    # Authenticated again: released once, delivered, still counted as held once.
+    await mock_x.call("PATCH", "/_mock/config", json={"restore_tokens": [ACCOUNT_ID]})
+    await api.ok("POST", f"/api/v1/x-accounts/{ACCOUNT_ID}/authenticate")
+    await settled(api, 5)
+    assert held_total(running) == 5
+
+
+async def test_only_the_groups_the_change_helps_are_released(running: Running) -> None:
+    api = running.api
+    seeded = await seed_config(api)
+    # A second app with a postback and no tracker: no account signs its claims.
+    other = await api.ok("POST", "/api/v1/apps", 201,
+                         json={"name": "Other", "platform": "ios", "bundle_id": "444"})  # fmt: skip
+    await api.ok("POST", "/api/v1/postbacks", 201, json={
+        "app_id": other["id"], "network": "x_ios", "event_name": "purchase",
+        "conversion_type": "PURCHASE",
+    })  # fmt: skip
+    await ingest(api, [event(other["id"], 100 + n) for n in range(3)])
+    held = await settled(api, 3, "held")
+    assert {d["reason"] for d in held} == {"no_x_account"}
+    # Delivered deliveries of the first app are untouched by what follows.
+    await ingest(api, [event(seeded["app"]["id"], n) for n in range(2)])
+    await settled(api, 2)
+    # A tracker on the second app names an authenticated account: its group goes out.
+    await api.ok("POST", "/api/v1/trackers", 201, json={
+        "app_id": other["id"], "campaign_name": "C", "name": "T", "network": "x_ios",
+        "x_account_ids": [ACCOUNT_ID], "target_event": "PURCHASE",
+        "event_matching_event": "purchase",
+    })  # fmt: skip
+    await settled(api, 5)
+    assert await deliveries(api, "held") == []
+
+
+async def test_a_late_401_does_not_undo_a_fresh_authentication(
+    running: Running, mock_x: MockX
+) -> None:
+    api = running.api
+    await seed_config(api)
+    catalog = running.daemon.catalog
+    sent_with = catalog.index.accounts[ACCOUNT_ID]
+    # The account is authenticated again after a request left with it...
+    await asyncio.sleep(0.01)
+    fresh: Any = await api.ok("POST", f"/api/v1/x-accounts/{ACCOUNT_ID}/authenticate")
+    assert fresh["authenticated"] is True
+    # ... then that request's 401 arrives: it is about the earlier authentication.
+    marked = await catalog.record_authentication(ACCOUNT_ID, False, "late 401",
+                                                 sent_with=sent_with)  # fmt: skip
+    assert marked is None
+    assert catalog.index.accounts[ACCOUNT_ID].authenticated is True
+    # A 401 about the credentials as they are now is recorded.
+    current = catalog.index.accounts[ACCOUNT_ID]
+    marked = await catalog.record_authentication(ACCOUNT_ID, False, "401", sent_with=current)
+    assert marked is not None and marked.authenticated is False
+    # New credentials: a 401 about the old ones says nothing of them.
+    replaced = dataclasses.replace(current, access_token="old-token")
+    assert await catalog.record_authentication(ACCOUNT_ID, True, None, sent_with=replaced) is None

@@ -1,0 +1,122 @@
+"""Fair loading (PRODUCT.md 2, "Isolation"): an account's backlog of any size fills only its
+own share of memory and never keeps another account's due deliveries from being loaded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from postbackd.delivery.loader import MIN_SHARE, Loader
+from postbackd.delivery.model import Delivery
+from postbackd.store.writer import Writer
+from storekit import delivery, insert, migrated
+
+NOW_MS = 10_000
+
+
+@pytest.fixture
+async def writer(tmp_path: Path) -> AsyncIterator[Writer]:
+    w = Writer(await migrated(tmp_path))
+    await w.open()
+    yield w
+    await w.close()
+
+
+class Taken:
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.ids: set[int] = set()
+        self.arrived = asyncio.Event()
+
+    def __call__(self, d: Delivery) -> bool:
+        """Like the engine: a delivery already in memory is not taken twice."""
+        if d.id in self.ids:
+            return False
+        self.ids.add(d.id)
+        self.deliveries.append(d)
+        self.arrived.set()
+        return True
+
+    def of(self, lane: str) -> list[int]:
+        return [d.id for d in self.deliveries if d.lane == lane]
+
+
+async def run_until(loader: Loader, done: object, timeout_s: float = 5.0) -> None:
+    task = asyncio.create_task(loader.run())
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not done():  # type: ignore[operator]
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_huge_backlog_does_not_keep_another_lane_from_loading(writer: Writer) -> None:
+    # Lane "slow" has 5,000 due deliveries, all due before lane "fast"'s 5: a single window
+    # filled in due order would hold only "slow"'s.
+    backlog = [(n, delivery("slow", 100 + n)) for n in range(5_000)]
+    await insert(writer, backlog, first_id=1)
+    await insert(writer, [(10_000 + n, delivery("fast", 9_000)) for n in range(5)], first_id=9_001)
+    taken = Taken()
+    loader = Loader(writer, taken, lambda: NOW_MS, capacity=1_000)
+    await run_until(loader, lambda: len(taken.of("fast")) == 5)
+    assert taken.of("fast") == [9_001, 9_002, 9_003, 9_004, 9_005]
+    # Memory stays bounded: the backlog filled its share only (half of the capacity).
+    assert len(taken.of("slow")) <= 1_000 // 2 + 64
+    assert taken.of("slow") == list(range(1, len(taken.of("slow")) + 1))  # in due order
+
+
+async def test_a_lane_is_read_again_once_its_deliveries_leave_memory(writer: Writer) -> None:
+    await insert(writer, [(n, delivery("a", 100 + n)) for n in range(300)], first_id=1)
+    taken = Taken()
+    loader = Loader(writer, taken, lambda: NOW_MS, capacity=MIN_SHARE * 2)
+    await run_until(loader, lambda: len(taken.deliveries) >= MIN_SHARE)
+    first = len(taken.deliveries)
+    assert first <= MIN_SHARE * 2
+    task = asyncio.create_task(loader.run())
+    try:
+        for d in list(taken.deliveries):
+            loader.released(d.lane)  # their results are in the store
+        async with asyncio.timeout(5):
+            while len(taken.deliveries) == first:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert taken.deliveries[first].id == first + 1  # the next in due order
+
+
+async def test_future_rows_wait_until_due_and_rewind_finds_late_commits(writer: Writer) -> None:
+    now = [NOW_MS]
+    await insert(writer, [(1, delivery("a", NOW_MS + 500, state="scheduled"))], first_id=1)
+    taken = Taken()
+    loader = Loader(writer, taken, lambda: now[0], capacity=1_000)
+    task = asyncio.create_task(loader.run())
+    try:
+        await asyncio.sleep(0.2)
+        assert taken.deliveries == []  # not due yet
+        now[0] += 600
+        await asyncio.wait_for(taken.arrived.wait(), 3)
+        assert [d.id for d in taken.deliveries] == [1]
+        # A row committed with a due time before the lane's position (accepted while the
+        # position moved on): the rewind brings it.
+        await insert(writer, [(2, delivery("a", NOW_MS))], first_id=2)
+        taken.arrived.clear()
+        loader.rewind("a", NOW_MS)
+        await asyncio.wait_for(taken.arrived.wait(), 3)
+        assert [d.id for d in taken.deliveries] == [1, 2]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_lanes_with_pending_rows_are_found_at_start(writer: Writer) -> None:
+    await insert(writer, [(n, delivery(f"acct-{n % 7}", 100)) for n in range(70)], first_id=1)
+    taken = Taken()
+    loader = Loader(writer, taken, lambda: NOW_MS)
+    await run_until(loader, lambda: len(taken.deliveries) == 70)
+    assert {d.lane for d in taken.deliveries} == {f"acct-{n}" for n in range(7)}
