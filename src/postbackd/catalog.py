@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -18,6 +18,7 @@ from postbackd.fields import Reader, refuse_present, refuse_unknown
 from postbackd.index import Index
 from postbackd.model import App, Campaign, Entity, Postback, Segment, Tracker, XAccount
 from postbackd.store import config as store
+from postbackd.store.sealing import Sealer, seal_stored_tokens
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +111,21 @@ Listener = Callable[[Index], None]
 
 
 class Catalog:
-    def __init__(self, conn: aiosqlite.Connection, index: Index) -> None:
+    def __init__(self, conn: aiosqlite.Connection, index: Index, sealer: Sealer) -> None:
         self._conn = conn
         self.index = index
+        self._sealer = sealer
         # One writer at a time: each change is checked against the index it will replace.
         self._lock = asyncio.Lock()
         self._listeners: list[Listener] = []
 
     @classmethod
-    async def load(cls, conn: aiosqlite.Connection) -> Catalog:
-        return cls(conn, await store.load_index(conn))
+    async def load(cls, conn: aiosqlite.Connection, secret_keys: Sequence[str] = ()) -> Catalog:
+        """The stored configuration; X account tokens brought to the first of `secret_keys`
+        first (SecretKeyError when the keys cannot open them)."""
+        sealer = Sealer(secret_keys)
+        await seal_stored_tokens(conn, sealer)
+        return cls(conn, await store.load_index(conn, sealer), sealer)
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with the new index after every committed change."""
@@ -163,7 +169,7 @@ class Catalog:
         async with self._lock:
             entity = self.get(kind, entity_id)
             changes = self._delete_changes(entity)
-            await store.apply(self._conn, changes)
+            await store.apply(self._conn, changes, self._sealer)
             self._swap(_with(self.index, changes))
         log.info("%s %s deleted", kind.label, entity_id)
 
@@ -180,7 +186,7 @@ class Catalog:
                 last_auth_error=None if ok else error,
             )
             changes: list[store.Change] = [("update", updated)]
-            await store.apply(self._conn, changes)
+            await store.apply(self._conn, changes, self._sealer)
             self._swap(_with(self.index, changes))
         return updated
 
@@ -197,7 +203,7 @@ class Catalog:
             # The old default loses its flag first: one default per (app, network).
             changes.append(("update", dataclasses.replace(replaced, default=False)))
         changes.append((op, entity))
-        await store.apply(self._conn, changes)
+        await store.apply(self._conn, changes, self._sealer)
         self._swap(_with(self.index, changes))
         log.info("%s %s %s", kind.label, entity.id, "created" if op == "insert" else "updated")
         if replaced is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import stat
 import sys
@@ -54,9 +55,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     conf = settings.Settings.load(flags=vars(args))
     logs.configure_logging(conf.log_level, conf.log_format)
-    for secret in (conf.x_consumer_secret, conf.x_hmac_key, conf.api_token):
+    for secret in (conf.x_consumer_secret, conf.x_hmac_key, conf.api_token, conf.secret_key):
         if secret:
             logs.register_secret(secret)
+    for key in conf.secret_keys:
+        logs.register_secret(key)
+    path = settings.config_file(vars(args))
+    if path is not None and (warning := settings.exposed_secrets_warning(path)):
+        logging.getLogger("postbackd.settings").warning("%s", warning)
     return daemon.run(conf)
 
 

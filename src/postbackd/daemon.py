@@ -26,6 +26,7 @@ from postbackd.delivery.intake import Intake
 from postbackd.metrics import Metrics
 from postbackd.model import XAccount
 from postbackd.settings import Settings
+from postbackd.settings import render as render_settings
 from postbackd.store import deliveries as sql
 from postbackd.store.db import DB_NAME, open_database
 from postbackd.store.journal import Journal
@@ -57,8 +58,9 @@ class Daemon:
         s = self.settings
         self._started = time.monotonic()
         log.info("postbackd %s starting, data dir %s", __version__, s.data_dir.resolve())
+        log.info("settings: %s", render_settings(s))
         self._conn = await open_database(s.data_dir)
-        self.catalog = await Catalog.load(self._conn)
+        self.catalog = await Catalog.load(self._conn, s.secret_keys)
         token = ensure_api_token(s.api_token, s.data_dir)
         if not (s.x_consumer_key and s.x_consumer_secret):
             log.warning(
