@@ -109,8 +109,7 @@ def _ingest(args: argparse.Namespace) -> int:
     client = _connect(args)
     with _open_input(args.file) as source:
         size = _input_size(source)
-        name = args.source or ("-" if args.file == "-" else Path(args.file).name)
-        reader = BatchReader(source, name, max_lines=args.batch_size)
+        reader = BatchReader(source, max_lines=args.batch_size)
         progress = Progress("events")
 
         def show(totals: IngestTotals) -> None:
@@ -217,12 +216,6 @@ def _ingest_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="requests in flight at once (default: %(default)s)",
     )
-    parser.add_argument(
-        "--source",
-        metavar="NAME",
-        help="name mixed into the event ids derived for lines without one (default: the "
-        "file's name without its directory, - for standard input)",
-    )
     _client_arguments(parser)
 
 
@@ -328,10 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
         "few in flight at once, with a progress line on stderr. Blank lines are skipped; "
         "the input is read as it is sent, so its size does not matter. A batch is resent "
         "after a connection error or a 5xx answer.\n\n"
-        "A line without an event_id is given one derived from --source, the line number "
-        "and the line's bytes: the first 32 hex digits of SHA-256(SOURCE + newline + LINE "
-        "NUMBER + newline + LINE). Sending a batch or the whole input again therefore adds "
-        "no event twice: the daemon counts those as duplicates.\n\n"
+        "A line without an event_id is given one derived from its content alone: the first "
+        "32 hex digits of the SHA-256 of the line's JSON object in canonical form (keys "
+        "sorted at every level, no blanks, event_id left out). A re-sent event is therefore "
+        "a duplicate however it arrives: the same batch again, the whole file again, the "
+        "file renamed or moved, or its lines piped through standard input; the daemon "
+        "counts those as duplicates and adds nothing. Two identical lines are one event: "
+        "give events that may look alike (the same device, event, data and usertime) their "
+        "own event_id.\n\n"
         f"Refused lines are listed on stderr by line number (the first {SHOWN_REFUSALS}, "
         "then a count), and a summary line on stdout ends the run: N sent, A accepted, D "
         "duplicates, R refused in T s (X events/s).\n\n"
@@ -339,8 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         "refused, 2 on a usage error, an unreachable daemon or a request refused as a "
         "whole (a wrong token, for one).",
         example="postbackd ingest events.ndjson --data-dir /var/lib/postbackd\n"
-        "zcat events.ndjson.gz | postbackd ingest - --source events-2026-11 "
-        "--url http://10.0.0.5:8080",
+        "zcat events.ndjson.gz | postbackd ingest - --url http://10.0.0.5:8080",
         add_arguments=_ingest_arguments,
         run=_ingest,
     )
