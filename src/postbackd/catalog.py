@@ -138,7 +138,9 @@ class Catalog:
         return entity
 
     async def create(self, kind: Kind, data: Mapping[str, object]) -> Saved:
-        refuse_unknown(data, kind.create_fields | kind.read_only | set(_READ_ONLY), kind.label)
+        refuse_unknown(
+            data, kind.create_fields, kind.label, also_known=kind.read_only | set(_READ_ONLY)
+        )
         refuse_present(data, kind.read_only | set(_READ_ONLY), "is set by postbackd")
         async with self._lock:
             index = self.index
@@ -150,7 +152,9 @@ class Catalog:
             return await self._commit(kind, entity, changes, "insert", index)
 
     async def update(self, kind: Kind, entity_id: str, data: Mapping[str, object]) -> Saved:
-        refuse_unknown(data, kind.create_fields | kind.read_only | set(_READ_ONLY), kind.label)
+        refuse_unknown(
+            data, kind.create_fields, kind.label, also_known=kind.read_only | set(_READ_ONLY)
+        )
         refuse_present(data, kind.read_only | set(_READ_ONLY), "is set by postbackd")
         async with self._lock:
             existing = self.get(kind, entity_id)
@@ -163,7 +167,8 @@ class Catalog:
                         code="immutable",
                     )
             entity = kind.check({**current, **data}, self.index, existing)
-            return await self._commit(kind, entity, [], "update", self.index)
+            followers = _bundle_followers(existing, entity, self.index)
+            return await self._commit(kind, entity, followers, "update", self.index)
 
     async def delete(self, kind: Kind, entity_id: str) -> None:
         async with self._lock:
@@ -279,6 +284,36 @@ class Catalog:
                 code="in_use",
             )
         return [*extra, ("delete", entity)]
+
+
+def _bundle_followers(existing: Entity, entity: Entity, index: Index) -> list[store.Change]:
+    """The trackers and postbacks of an app whose bundle id follows the app's, carried to
+    its new value in the same transaction (PRODUCT.md 1: a tracker's `bundle_id` and a
+    postback's `x_app_id` taken from the app "follow the app's when it changes").
+
+    A value equal to the app's old bundle id is taken as following it: that is what a
+    default looks like, and one given equal to the app's is the same id of the same app.
+    A value set to something else stays as it was.
+    """
+    if not isinstance(existing, App) or not isinstance(entity, App):
+        return []
+    old, new = existing.bundle_id, entity.bundle_id
+    if old is None or new is None or old == new:
+        return []
+    changes: list[store.Change] = [
+        ("update", dataclasses.replace(t, bundle_id=new))
+        for t in index.trackers.values()
+        if t.app_id == entity.id and t.bundle_id == old
+    ]
+    changes += [
+        ("update", dataclasses.replace(p, x_app_id=new))
+        for p in index.postbacks.values()
+        if p.app_id == entity.id and p.x_app_id == old
+    ]
+    if changes:
+        log.info("app %s bundle_id changed: %d tracker(s) and postback(s) follow it",
+                 entity.id, len(changes))  # fmt: skip
+    return changes
 
 
 def _with(index: Index, changes: list[store.Change]) -> Index:
