@@ -36,7 +36,8 @@ DASHBOARD = ROOT / "grafana" / "dashboards" / "postbackd.json"
 RULES_DIR = ROOT / "prometheus"
 SCRAPE_INTERVAL_S = 1
 # Grafana's values for a 1 s scrape interval ($__rate_interval is 4 scrape intervals).
-GRAFANA_VARIABLES = {"$__rate_interval": "4s", "$__range": "5m"}
+# The dashboard's own `instance` variable, on "All", is every target.
+GRAFANA_VARIABLES = {"$__rate_interval": "4s", "$__range": "5m", "$instance": ".*"}
 
 # Metrics that the daemon does not update yet, with the line that will. A panel built on one
 # cannot show anything before that: the test ends as xfail naming them, and fails once
@@ -294,6 +295,10 @@ async def test_every_panel_shows_data_scraped_by_a_real_prometheus(tmp_path: Pat
             await prom.ready()
             await prom.wait_for('up{job="postbackd"} == 1', "the first scrape")
             load = Load(api, seeded["app"]["id"])
+            # A client with a wrong token, and one with none (401s, counted).
+            for headers in ({"Authorization": "Bearer wrong"}, {}):
+                status, _ = await api.request("GET", "/api/v1/apps", auth=False, headers=headers)
+                assert status == 401
 
             # X fails some requests (retries, dead letters) and claims 60% of the devices.
             await mock.config(error_rate=0.15)

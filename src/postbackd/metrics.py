@@ -11,6 +11,7 @@ What each metric answers for an operator (the dashboard's rows, grafana/dashboar
     numbers off?       claims (by attribution outcome), attributions, deliveries skipped/held
     rate limiting      rate_limit_wait_seconds, x_answers{kind="rate_limited"} (429)
     the process        process_* (restarts, memory, CPU, open files), build_info
+    who knocks?        api_unauthorized (requests refused for a missing or wrong token)
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ DELIVERY_OUTCOMES: Final = ("delivered", "skipped", "held", "retried", "dead")
 CLAIM_OUTCOMES: Final = OUTCOMES
 ENGAGEMENT_TYPES: Final = (CLICK, VIEW)
 QUEUE_STATES: Final = ("scheduled", "ready", "in_flight", "held", "dead")
+# Why a request to a guarded path was refused with 401: no Authorization header, or one that
+# is not the daemon's bearer token.
+UNAUTHORIZED_REASONS: Final = ("missing", "wrong")
 CIRCUIT_STATES: Final[tuple[CircuitState, ...]] = ("closed", "open", "half_open")
 
 # X answers in milliseconds to seconds; a claim's lag spans retries and delays (minutes).
@@ -125,6 +129,13 @@ class Metrics:
             "X accounts whose credentials do not work (their deliveries are held)",
             registry=r,
         )
+        self.api_unauthorized = Counter(
+            "postbackd_api_unauthorized_total",
+            "Requests to the API or ingest refused with 401, by reason: missing (no "
+            "Authorization header) or wrong (not the daemon's bearer token)",
+            ["reason"],
+            registry=r,
+        )
         # Pre-create every label child so that each series reads 0 from the first scrape.
         for labels, values in (
             (self.events_received, EVENT_RESULTS),
@@ -135,6 +146,7 @@ class Metrics:
             (self.attributions, ENGAGEMENT_TYPES),
             (self.queue_depth, QUEUE_STATES),
             (self.circuit_state, CIRCUIT_STATES),
+            (self.api_unauthorized, UNAUTHORIZED_REASONS),
         ):
             for value in values:
                 labels.labels(value)
