@@ -21,7 +21,7 @@ from postbackd.client import ClientError, resolve_token
 from postbackd.progress import Progress
 
 POSTBACKD = str(Path(sys.executable).with_name("postbackd"))
-COMMANDS = ("serve", "demo", "mock-x", "ingest", "replay")
+COMMANDS = ("serve", "demo", "mock-x", "ingest", "replay", "backup")
 READY = re.compile(rb"ready: listening on http://127\.0\.0\.1:(\d+)")
 
 

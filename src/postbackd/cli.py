@@ -18,7 +18,7 @@ import textwrap
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Final, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar
 
 import uvloop
 
@@ -35,6 +35,9 @@ from postbackd.client import (
 )
 from postbackd.errors import PostbackdError
 from postbackd.progress import Progress
+
+if TYPE_CHECKING:
+    from postbackd.store.backup import Copy
 
 Command = Callable[[argparse.Namespace], int]
 T = TypeVar("T")
@@ -79,8 +82,7 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
 
 def _connect(args: argparse.Namespace) -> DaemonClient:
     """The client of the daemon named by the client flags (PRODUCT.md 3, "Client commands")."""
-    data_dir = args.data_dir or Path(os.environ.get(DATA_DIR_ENV) or _DAEMON_DEFAULTS.data_dir)
-    return DaemonClient(args.url, resolve_token(args.token, os.environ, data_dir))
+    return DaemonClient(args.url, resolve_token(args.token, os.environ, _data_dir(args)))
 
 
 @contextlib.contextmanager
@@ -168,6 +170,78 @@ def _replay(args: argparse.Namespace) -> int:
         line += f"; {missed} of the given ids are not dead deliveries"
     print(line)  # noqa: T201
     return 0
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or os.environ.get(DATA_DIR_ENV) or _DAEMON_DEFAULTS.data_dir)
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from postbackd.store.backup import CopyDamaged, backup_database
+    from postbackd.token import token_path
+
+    data_dir = _data_dir(args)
+    progress = Progress("pages")
+
+    def show(done: int, total: int) -> None:
+        progress.update(done, fraction=done / total if total else None)
+
+    try:
+        copy = backup_database(data_dir, args.dest, force=args.force, progress=show)
+    except CopyDamaged as e:
+        print(f"postbackd: {e}; {args.dest} was not written", file=sys.stderr)  # noqa: T201
+        return 1
+    finally:
+        progress.finish()
+    for line in _restore_notes(copy, token_path(data_dir)):
+        print(line)  # noqa: T201
+    return 0
+
+
+def _restore_notes(copy: Copy, token_file: Path) -> list[str]:
+    """What `backup` prints: the copy, then everything else a restore needs."""
+    accounts, encrypted = copy.accounts, copy.encrypted_accounts
+    lines = [
+        f"{copy.dest}: a copy of {copy.source} ({copy.pages} pages, "
+        f"{copy.size_bytes / 2**20:.1f} MiB, mode 0600); PRAGMA integrity_check: ok",
+        "A restore also needs, kept apart from this copy:",
+    ]
+    if token_file.exists():
+        lines.append(f"  - {token_file}: the API token file (clients and scripts read it)")
+    else:
+        lines.append("  - the api_token setting (POSTBACKD_API_TOKEN): clients use it")
+    lines.append(
+        "  - x_consumer_key, x_consumer_secret and x_hmac_key: without them no claim is "
+        "signed and no device id hashed as before"
+    )
+    if encrypted:
+        lines.append(
+            f"  - secret_key (POSTBACKD_SECRET_KEY): the tokens of {encrypted} of the "
+            f"{accounts} X accounts in the copy are encrypted with it; without it the daemon "
+            "refuses the copy"
+        )
+    if accounts - encrypted:
+        lines.append(
+            f"  - note: the tokens of {accounts - encrypted} X account(s) are in plain text in "
+            "this copy (secret_key was not set): keep it as secret as the tokens"
+        )
+    lines.append(
+        "Restore: stop the daemon, put the copy in the data directory as postbackd.sqlite3 "
+        "(mode 0600, no -wal or -shm file beside it), start the daemon (docs/operations.md)."
+    )
+    return lines
+
+
+def _backup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dest", metavar="DEST", type=Path, help="the file to write the copy to")
+    parser.add_argument("--force", action="store_true", help="replace DEST when it exists")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"the daemon's data directory (default: ${DATA_DIR_ENV}, else "
+        f"{os.path.join('.', _DAEMON_DEFAULTS.data_dir)})",
+    )
 
 
 def _int_from(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -352,6 +426,26 @@ def build_parser() -> argparse.ArgumentParser:
         "http://10.0.0.5:8080",
         add_arguments=_replay_arguments,
         run=_replay,
+    )
+    _add_command(
+        commands,
+        "backup",
+        summary="copy the database while the daemon runs, checked, for a restore",
+        description="Write an online, consistent copy of the daemon's SQLite database "
+        "(DATA_DIR/postbackd.sqlite3) to DEST while the daemon runs: SQLite's backup API "
+        "copies one snapshot (every event accepted before the backup started is in it) "
+        "without stopping ingest or delivery, and without the daemon's lock: a backup only "
+        "reads. The copy is one file, mode 0600, checked with PRAGMA integrity_check before "
+        "it takes the name DEST. A progress line shows on stderr; stdout then names what a "
+        "restore needs besides the copy (the API token file, the X credentials, and "
+        "secret_key when the X account tokens are encrypted).\n\n"
+        "Exit status: 0 when the copy was written and passed the check, 1 when it failed "
+        "the check (DEST is not written), 2 on a usage error (no database in --data-dir, "
+        "DEST exists without --force, DEST not writable).",
+        example="postbackd backup /var/backups/postbackd/postbackd-$(date +%F).sqlite3 "
+        "--data-dir /var/lib/postbackd",
+        add_arguments=_backup_arguments,
+        run=_backup,
     )
     return parser
 
