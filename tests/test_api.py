@@ -344,7 +344,9 @@ async def test_unknown_paths_and_methods_answer_json(running: Running) -> None:
     assert_error(body, "path")
     status, body = await running.api.request("PUT", "/api/v1/apps")
     assert status == 405
-    assert body["error"]["code"]
+    assert body["error"]["code"] == "method_not_allowed"  # as the README's error table says
+    status, body = await running.api.request("GET", "/api/v1/apps?colour=red")
+    assert (status, body["error"]["code"], body["error"]["field"]) == (400, "bad_request", "colour")
 
 
 async def test_configuration_survives_restart(tmp_path: Any, mock_x: MockX) -> None:

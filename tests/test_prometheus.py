@@ -50,8 +50,11 @@ def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is not installed; .ci/run installs the Debian package prometheus")
-        pytest.skip(f"{name} is not installed (Debian package prometheus)")
+            pytest.fail(f"{name} is not installed; .ci/run installs the Debian packages "
+                        "prometheus and prometheus-alertmanager")  # fmt: skip
+        pytest.skip(
+            f"{name} is not installed (Debian packages prometheus, prometheus-alertmanager)"
+        )
     return path
 
 
@@ -91,6 +94,18 @@ def test_alert_rules_fire_on_what_they_name_and_only_then() -> None:
 def test_example_prometheus_config_is_valid() -> None:
     done = promtool("check", "config", "prometheus/prometheus.yml")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_example_alertmanager_config_is_valid_and_routes_by_severity() -> None:
+    done = subprocess.run(
+        [tool("amtool"), "check-config", "prometheus/alertmanager.yml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    severities = set(re.findall(r"severity: (\w+)", (RULES_DIR / "alerts.yml").read_text()))
+    assert severities == {"critical", "warning"}, "alertmanager.yml routes these two"
+    prometheus_yml = (RULES_DIR / "prometheus.yml").read_text()
+    assert 'targets: ["127.0.0.1:9093"]' in prometheus_yml
 
 
 # --- the real Prometheus ---------------------------------------------------------------

@@ -380,9 +380,20 @@ def build_parser() -> argparse.ArgumentParser:
         summary="run a simulated X Ads API for tests, benchmarks and demos",
         description="A simulated X Ads API speaking X's conversion wire format: checks OAuth "
         "1.0a signatures, validates parameters, enforces rate limits, injects latency and "
-        "faults, and claims conversions from a script or at a seeded random rate.",
-        example="postbackd mock-x --listen 127.0.0.1:8081 --account 18ce54d4x5t:TOKEN:SECRET "
-        "--claim-rate 0.3\npostbackd serve --x-api-url http://127.0.0.1:8081",
+        "faults, and claims conversions from a script or at a seeded random rate. It reads "
+        "the consumer key, secret and HMAC key from the daemon's variables, so one "
+        "environment drives both; each --account is an X ads account with the OAuth token "
+        "and secret to give the daemon's POST /api/v1/x-accounts.\n\n"
+        "Control endpoints (no OAuth; keep it on loopback): GET /_mock/stats (counters), GET "
+        "/_mock/requests?limit=&offset= (the requests received, oldest first), POST "
+        "/_mock/reset (clear the log, counters and rate windows), GET /_mock/config and "
+        "PATCH /_mock/config (faults, rate limit, claims; revoke or restore tokens).",
+        example="export POSTBACKD_X_CONSUMER_KEY=demo-key POSTBACKD_X_CONSUMER_SECRET=demo-secret "
+        "POSTBACKD_X_HMAC_KEY=ZGVtby1obWFjLWtleQ==\n"
+        "postbackd mock-x --listen 127.0.0.1:8081 --account "
+        "18ce54d4x5t:demo-token:demo-token-secret --claim-rate 0.3 &\n"
+        "postbackd serve --x-api-url http://127.0.0.1:8081\n"
+        "curl -s http://127.0.0.1:8081/_mock/stats",
         add_arguments=mock_cli.add_arguments,
         run=_mock_x,
     )
