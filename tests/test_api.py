@@ -187,6 +187,28 @@ async def test_patch_rechecks_rules_and_refuses_immutable_fields(running: Runnin
     assert_error(body, "authenticated")
 
 
+async def test_an_unknown_field_names_the_valid_ones_and_the_closest(running: Running) -> None:
+    api = running.api
+    seeded = await seed_config(api)
+    tracker_id = seeded["tracker"]["id"]
+    status, body = await api.request(
+        "PATCH", f"/api/v1/trackers/{tracker_id}", json={"post_view_window": 7}
+    )
+    assert status == 422
+    assert_error(body, "post_view_window")
+    message = body["error"]["message"]
+    assert body["error"]["code"] == "unknown_field"
+    assert "did you mean post_view_window_days?" in message, message
+    assert "valid fields: app_id, bundle_id, campaign_name, default," in message, message
+    # Nothing close: the valid fields only; read-only fields keep their own refusal.
+    status, body = await api.request("POST", "/api/v1/apps", json={"name": "A", "zzz": 1})
+    assert (status, body["error"]["field"]) == (422, "zzz")
+    assert "did you mean" not in body["error"]["message"]
+    assert body["error"]["message"].endswith("(valid fields: bundle_id, id, name, platform)")
+    status, body = await api.request("POST", "/api/v1/apps", json={"created_at": "x"})
+    assert (status, body["error"]["code"]) == (422, "read_only")
+
+
 async def test_conflicts_and_references(running: Running) -> None:
     api = running.api
     seeded = await seed_config(api)
@@ -322,7 +344,9 @@ async def test_unknown_paths_and_methods_answer_json(running: Running) -> None:
     assert_error(body, "path")
     status, body = await running.api.request("PUT", "/api/v1/apps")
     assert status == 405
-    assert body["error"]["code"]
+    assert body["error"]["code"] == "method_not_allowed"  # as the README's error table says
+    status, body = await running.api.request("GET", "/api/v1/apps?colour=red")
+    assert (status, body["error"]["code"], body["error"]["field"]) == (400, "bad_request", "colour")
 
 
 async def test_configuration_survives_restart(tmp_path: Any, mock_x: MockX) -> None:

@@ -243,3 +243,34 @@ async def test_no_x_account_holds_until_the_rule_yields_an_authenticated_account
     await world.claim(event_id)
     (request,) = await world.claim_requests()
     assert request["token"] == ACCOUNT_A.token
+
+
+async def test_an_app_bundle_id_change_reaches_the_claims_of_what_took_it_by_default(
+    world: World,
+) -> None:
+    api = await world.start()
+    await add_account(api, ACCOUNT_A)
+    app = await add_app(api)
+    following = await add_tracker(api, app, "Follows")
+    pinned = await add_tracker(api, app, "Pinned", bundle_id="444000111")
+    postback = await add_postback(api, app)
+    level_up = await add_postback(api, app, "level_up", x_app_id="555000222")
+    (before,) = await world.send(event(app, idfa=IDFA))
+    await world.claim(before)
+
+    await api.ok("PATCH", f"/api/v1/apps/{app['id']}", json={"bundle_id": "777000333"})
+
+    # What took the app's bundle id follows it; what was given another value keeps it.
+    tracker = await api.ok("GET", f"/api/v1/trackers/{following['id']}")
+    assert tracker["bundle_id"] == "777000333"
+    assert (await api.ok("GET", f"/api/v1/trackers/{pinned['id']}"))["bundle_id"] == "444000111"
+    assert (await api.ok("GET", f"/api/v1/postbacks/{postback['id']}"))["x_app_id"] == "777000333"
+    assert (await api.ok("GET", f"/api/v1/postbacks/{level_up['id']}"))["x_app_id"] == "555000222"
+    # The next claim X receives carries the new app id, and so after a restart.
+    (after,) = await world.send(event(app, idfa=IDFA))
+    await world.claim(after)
+    await world.restart()
+    (restarted,) = await world.send(event(app, idfa=IDFA))
+    await world.claim(restarted)
+    sent = [r["params"]["app_id"] for r in await world.claim_requests()]
+    assert sent == [IOS_BUNDLE, "777000333", "777000333"]

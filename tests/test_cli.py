@@ -8,7 +8,10 @@ import base64
 import io
 import os
 import re
+import shlex
+import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from postbackd.client import ClientError, resolve_token
 from postbackd.progress import Progress
 
 POSTBACKD = str(Path(sys.executable).with_name("postbackd"))
-COMMANDS = ("serve", "demo", "mock-x", "ingest", "replay")
+COMMANDS = ("serve", "demo", "mock-x", "ingest", "replay", "backup")
 READY = re.compile(rb"ready: listening on http://127\.0\.0\.1:(\d+)")
 
 
@@ -210,3 +213,64 @@ def test_progress_on_a_terminal_redraws_in_place() -> None:
     assert frames[0] == "100 events  100/s  0:01"
     assert frames[-1] == "301 events  100/s  0:03"
     assert len(frames) == 4
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+async def test_the_mock_x_example_works_as_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["mock-x", "--help"])
+    lines = [line.strip() for line in capsys.readouterr().out.split("\nexample:\n")[1].splitlines()]
+    exports, mock_line, serve_line, curl_line = lines
+    if port_taken(8080) or port_taken(8081):
+        pytest.skip("the example's ports 8080 and 8081 are in use on this machine")
+    words = shlex.split(exports)
+    assert words[0] == "export"
+    env = clean_env(**dict(word.split("=", 1) for word in words[1:]))
+    assert mock_line.endswith(" &")
+    procs = []
+    try:
+        for line, ready in ((mock_line[:-2], b"mock X listening"), (serve_line, b"ready: ")):
+            argv = shlex.split(line)
+            assert argv[0] == "postbackd"
+            proc = await asyncio.create_subprocess_exec(
+                POSTBACKD, *argv[1:], cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            procs.append(proc)
+            assert proc.stderr is not None
+            async with asyncio.timeout(30):
+                while ready not in (out := await proc.stderr.readline()):
+                    assert out, f"{line} ended before it was ready"
+        if shutil.which("curl"):
+            done = await asyncio.create_subprocess_exec(
+                *shlex.split(curl_line), stdout=asyncio.subprocess.PIPE
+            )
+            stats, _ = await done.communicate()
+            assert b'"requests_total"' in stats
+        # The account of the example authenticates against the simulated X.
+        account_id, token, secret = mock_line.split("--account ")[1].split()[0].split(":")
+        api_token = (tmp_path / "postbackd-data" / "api-token").read_text().strip()
+        body = {"id": account_id, "name": "Main", "access_token": token,
+                "access_token_secret": secret}  # fmt: skip
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {api_token}"}) as s,
+            s.post("http://127.0.0.1:8080/api/v1/x-accounts", json=body) as r,
+        ):
+            assert r.status == 201
+            assert (await r.json())["authenticated"] is True
+    finally:
+        for proc in reversed(procs):
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()

@@ -141,7 +141,20 @@ def test_queries_are_cheap_and_correct(dashboard: dict[str, Any]) -> None:
         # Quantiles over the buckets of all series summed, keeping only `le`.
         for match in re.finditer(r"histogram_quantile\(", expr):
             rest = expr[match.end() :]
-            assert re.match(r"0\.\d+, sum by \(le\) \(rate\(\w+_bucket\[", rest), expr
+            assert re.match(r"0\.\d+, sum by \(le\) \(rate\(\w+_bucket(\{[^}]*\})?\[", rest), expr
         # Windows follow the scrape interval (or the time range), never a fixed guess.
         for window in re.findall(r"\[([^\]]*)\]", expr):
             assert window in ("$__rate_interval", "$__range"), expr
+
+
+def test_every_query_keeps_the_daemons_the_instance_variable_chooses(
+    dashboard: dict[str, Any],
+) -> None:
+    (variable,) = dashboard["templating"]["list"]
+    assert variable["name"] == "instance" and variable["type"] == "query"
+    assert variable["includeAll"] and variable["multi"] and variable["allValue"] == ".*"
+    assert variable["datasource"]["uid"] == "postbackd-prometheus"
+    assert variable["query"]["query"] == 'label_values(up{job="postbackd"}, instance)'
+    for expr in exprs(dashboard):
+        for selector in re.finditer(r"\b(?:(?:postbackd|process)_[a-z_]+|up)\b(\{[^}]*\})?", expr):
+            assert 'instance=~"$instance"' in (selector.group(1) or ""), expr

@@ -140,9 +140,9 @@ async def test_ingest_reports_refused_lines_by_their_line_number(
         f"line {line_of[no_name]}: refused: data.event_name is required (field data.event_name)",
     ]
     # Each accepted line went in under its own id or the one derived by the documented rule.
-    expected = {"given-31"} | {derive_event_id("events.ndjson", line_of[g], g) for g in good}
-    assert derive_event_id("events.ndjson", 1, good[0]) == hashlib.sha256(
-        b"events.ndjson\n1\n" + good[0]).hexdigest()[:32]  # fmt: skip
+    expected = {"given-31"} | {derive_event_id(orjson.loads(g)) for g in good}
+    canonical = orjson.dumps(orjson.loads(good[0]), option=orjson.OPT_SORT_KEYS)
+    assert derive_event_id(orjson.loads(good[0])) == hashlib.sha256(canonical).hexdigest()[:32]
     deliveries = await setup.running.api.ok("GET", "/api/v1/deliveries?limit=1000")
     assert {d["event_id"] for d in deliveries["items"]} == expected
     assert deliveries["count"] == 31
@@ -159,21 +159,31 @@ async def test_only_the_first_20_refusals_are_listed(setup: Setup, tmp_path: Pat
     assert listed[-1] == "... and 5 more refused lines"
 
 
-async def test_sending_the_same_input_again_adds_nothing(setup: Setup, tmp_path: Path) -> None:
+async def test_sending_the_same_events_again_adds_nothing_however_they_arrive(
+    setup: Setup, tmp_path: Path
+) -> None:
     body = ndjson(*(event(setup.app_id, n) for n in range(25)))
     (tmp_path / "events.ndjson").write_bytes(body)
     args = ("--url", setup.url, "--token", API_TOKEN, "--batch-size", "10")
 
     first = await postbackd("ingest", "events.ndjson", *args, cwd=tmp_path)
     again = await postbackd("ingest", "events.ndjson", *args, cwd=tmp_path)
-    # The id derives from the input's name, so the same lines from standard input under
-    # that name are the same events.
-    piped = await postbackd("ingest", "-", "--source", "events.ndjson", *args, cwd=tmp_path,
-                            stdin=body)  # fmt: skip
+    # The id derives from the line's content alone: the file renamed and moved, its lines
+    # piped through standard input, reordered, re-spaced and with CRLF line ends are the
+    # same events.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "events.ndjson").rename(tmp_path / "elsewhere" / "renamed.json")
+    renamed = await postbackd("ingest", "elsewhere/renamed.json", *args, cwd=tmp_path)
+    piped = await postbackd("ingest", "-", *args, cwd=tmp_path, stdin=body)
+    reshaped = b"\n" + b"\r\n".join(
+        orjson.dumps(orjson.loads(line), option=orjson.OPT_INDENT_2).replace(b"\n", b" ")
+        for line in reversed(body.splitlines())
+    )
+    rewritten = await postbackd("ingest", "-", *args, cwd=tmp_path, stdin=reshaped)
 
     assert (first.code, first.summary()) == (0, (25, 25, 0, 0)), first
-    assert (again.code, again.summary()) == (0, (25, 0, 25, 0)), again
-    assert (piped.code, piped.summary()) == (0, (25, 0, 25, 0)), piped
+    for resent in (again, renamed, piped, rewritten):
+        assert (resent.code, resent.summary()) == (0, (25, 0, 25, 0)), resent
     deliveries = await setup.running.api.ok("GET", "/api/v1/deliveries?limit=1000")
     assert deliveries["count"] == 25
 
@@ -184,10 +194,9 @@ async def test_standard_input_is_read_to_its_end(setup: Setup, tmp_path: Path) -
                              stdin=body, POSTBACKD_API_TOKEN=API_TOKEN)  # fmt: skip
     assert (result.code, result.summary()) == (0, (7, 7, 0, 0)), result
     deliveries = await setup.running.api.ok("GET", "/api/v1/deliveries")
-    # Line numbers count the leading blank line; stdin's source name is "-".
     lines = body.split(b"\n")
     assert {d["event_id"] for d in deliveries["items"]} == {
-        derive_event_id("-", n, lines[n - 1]) for n in range(2, 9)
+        derive_event_id(orjson.loads(lines[n - 1])) for n in range(2, 9)
     }
 
 
@@ -269,23 +278,23 @@ async def test_replay_requeues_dead_deliveries(setup: Setup, mock_x: MockX, tmp_
 
 def test_batches_skip_blank_lines_and_keep_given_ids() -> None:
     text = b'\xef\xbb\xbf{"a": 1}\n\n  \n[1]\n{"event_id": "mine"}\n{"event_id": null}\noops\n'
-    reader = BatchReader(io.BytesIO(text), "in", max_lines=2)
+    reader = BatchReader(io.BytesIO(text), max_lines=2)
     batches = []
     while batch := reader.next_batch():
         batches.append(batch)
     assert [b.line_numbers for b in batches] == [(1, 4), (5, 6), (7,)]
     assert sum(b.input_bytes for b in batches) == len(text)
     first, second, third = (b.body.splitlines() for b in batches)
-    assert orjson.loads(first[0]) == {"a": 1, "event_id": derive_event_id("in", 1, b'{"a": 1}')}
+    assert orjson.loads(first[0]) == {"a": 1, "event_id": derive_event_id({"a": 1})}
     assert first[1] == b"[1]"
     assert second[0] == b'{"event_id": "mine"}'
-    assert orjson.loads(second[1])["event_id"] == derive_event_id("in", 6, b'{"event_id": null}')
+    assert orjson.loads(second[1])["event_id"] == derive_event_id({})
     assert third == [b"oops"]
 
 
 def test_batches_stay_under_the_byte_limit() -> None:
     line = orjson.dumps({"event_id": "x" * 90})  # 107 bytes with its newline
-    reader = BatchReader(io.BytesIO((line + b"\n") * 10), "in", max_lines=100, max_bytes=300)
+    reader = BatchReader(io.BytesIO((line + b"\n") * 10), max_lines=100, max_bytes=300)
     sizes = []
     while batch := reader.next_batch():
         sizes.append(len(batch.line_numbers))
@@ -344,7 +353,7 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def upload(url: str, text: bytes, *, timeout_s: float = 10.0) -> IngestTotals:
-    reader = BatchReader(io.BytesIO(text), "in", max_lines=1)
+    reader = BatchReader(io.BytesIO(text), max_lines=1)
     async with DaemonClient(url, "t", timeout_s=timeout_s) as daemon:
         return await upload_ndjson(daemon, reader, concurrency=1, keep_refusals=20)
 
@@ -369,7 +378,7 @@ async def test_a_daemon_that_answered_before_is_retried_when_it_does_not_answer(
     assert (totals.sent, totals.accepted) == (2, 2)
     assert len(fake.bodies) == 3
     assert fake.bodies[1] == fake.bodies[2] == b'{"n":2,"event_id":"%s"}\n' % derive_event_id(
-        "in", 2, b'{"n": 2}').encode()  # fmt: skip
+        {"n": 2}).encode()  # fmt: skip
 
 
 @pytest.mark.parametrize("stand_in", [(503,) * 9, (413,), ("slow",)], indirect=True)
@@ -389,3 +398,11 @@ async def test_retries_end_and_other_refusals_are_final(
     else:  # a daemon that never answered is not restarting: no retry
         assert str(refused.value) == f"cannot reach the daemon at {url}: no answer within 0.1 s"
         assert len(fake.bodies) == 1
+
+
+def test_derived_ids_depend_on_the_content_alone() -> None:
+    one = {"a": 1, "data": {"y": [1, 2], "x": 9.99}}
+    assert derive_event_id(one) == derive_event_id({"data": {"x": 9.990, "y": [1, 2]}, "a": 1})
+    assert derive_event_id(one) == derive_event_id({**one, "event_id": None})
+    assert derive_event_id(one) != derive_event_id({**one, "a": 2})
+    assert re.fullmatch(r"[0-9a-f]{32}", derive_event_id(one))

@@ -23,6 +23,7 @@ from postbackd.metrics import (
     EVENT_RESULTS,
     QUEUE_STATES,
     STATUS_CLASSES,
+    UNAUTHORIZED_REASONS,
     X_ANSWER_KINDS,
     Metrics,
 )
@@ -46,6 +47,7 @@ EXPECTED = {
     "postbackd_circuit_state": ("gauge", "state", CIRCUIT_STATES),
     "postbackd_x_accounts_circuit_open": ("gauge", None, ()),
     "postbackd_store_errors": ("counter", "kind", STORE_ERROR_KINDS),
+    "postbackd_api_unauthorized": ("counter", "reason", UNAUTHORIZED_REASONS),
 }
 
 
@@ -98,6 +100,7 @@ def test_labels_are_small_fixed_sets_never_ids() -> None:
     metrics.queue_depth.labels("ready").set(5)
     metrics.x_request_duration.observe(0.2)
     allowed = {"result", "status_class", "kind", "outcome", "engagement_type", "state", "le"}
+    allowed.add("reason")  # postbackd_api_unauthorized_total: missing or wrong
     for family, (_, samples) in exposed(metrics).items():
         if family == "postbackd_build_info":
             continue
@@ -178,3 +181,27 @@ async def test_metrics_endpoint_serves_the_daemons_registry_without_a_token(
     (unauthenticated,) = families["postbackd_x_accounts_unauthenticated"]
     assert unauthenticated.value == 0.0
     assert families["postbackd_build_info"][0].labels["version"] == __version__
+
+
+async def test_refused_tokens_are_counted_and_logged_without_the_token(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "Bearer not-the-token-1d2e3f"
+    for headers in ({}, {"Authorization": wrong}, {"Authorization": wrong}):
+        status, _ = await running.api.request("GET", "/api/v1/apps", auth=False, headers=headers)
+        assert status == 401
+    status, _ = await running.api.request("POST", "/track/json", auth=False)
+    assert status == 401
+    families = exposed(running.daemon.metrics)
+    refused = values(
+        families["postbackd_api_unauthorized"][1], "postbackd_api_unauthorized_total", "reason"
+    )
+    assert refused == {"missing": 2.0, "wrong": 2.0}
+    # One line for the first refusal; the repeats within the minute are counted, not logged.
+    lines = [r for r in caplog.records if "bearer token" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].levelname == "WARNING"
+    assert lines[0].fields == {  # type: ignore[attr-defined]
+        "reason": "missing", "method": "GET", "path": "/api/v1/apps", "remote": "127.0.0.1",
+    }  # fmt: skip
+    assert "not-the-token" not in caplog.text

@@ -16,10 +16,12 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +30,20 @@ import pytest
 
 from conftest import ACCOUNT_ID, Api, daemon_settings, mock_config, seed_config
 from postbackd.daemon import Daemon
+from postbackd.errors import StoreUnavailable
 from postbackd.metrics import Metrics
 from postbackd.mockx.app import start_mock
+from postbackd.mockx.config import MockAccount
+from postbackd.store.writer import Writer
+from procs import OTHER_ACCOUNT
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "dashboards" / "postbackd.json"
 RULES_DIR = ROOT / "prometheus"
 SCRAPE_INTERVAL_S = 1
 # Grafana's values for a 1 s scrape interval ($__rate_interval is 4 scrape intervals).
-GRAFANA_VARIABLES = {"$__rate_interval": "4s", "$__range": "5m"}
+# The dashboard's own `instance` variable, on "All", is every target.
+GRAFANA_VARIABLES = {"$__rate_interval": "4s", "$__range": "5m", "$instance": ".*"}
 
 # Metrics that the daemon does not update yet, with the line that will. A panel built on one
 # cannot show anything before that: the test ends as xfail naming them, and fails once
@@ -49,8 +56,11 @@ def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is not installed; .ci/run installs the Debian package prometheus")
-        pytest.skip(f"{name} is not installed (Debian package prometheus)")
+            pytest.fail(f"{name} is not installed; .ci/run installs the Debian packages "
+                        "prometheus and prometheus-alertmanager")  # fmt: skip
+        pytest.skip(
+            f"{name} is not installed (Debian packages prometheus, prometheus-alertmanager)"
+        )
     return path
 
 
@@ -90,6 +100,18 @@ def test_alert_rules_fire_on_what_they_name_and_only_then() -> None:
 def test_example_prometheus_config_is_valid() -> None:
     done = promtool("check", "config", "prometheus/prometheus.yml")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_example_alertmanager_config_is_valid_and_routes_by_severity() -> None:
+    done = subprocess.run(
+        [tool("amtool"), "check-config", "prometheus/alertmanager.yml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    severities = set(re.findall(r"severity: (\w+)", (RULES_DIR / "alerts.yml").read_text()))
+    assert severities == {"critical", "warning"}, "alertmanager.yml routes these two"
+    prometheus_yml = (RULES_DIR / "prometheus.yml").read_text()
+    assert 'targets: ["127.0.0.1:9093"]' in prometheus_yml
 
 
 # --- the real Prometheus ---------------------------------------------------------------
@@ -193,18 +215,19 @@ class MockControl:
 
 
 class Load:
-    """Events for the seeded app, and waiting until the daemon has sent what it can."""
+    """Events for the seeded apps (each signed by its own X account, in turns), and waiting
+    until the daemon has sent what it can."""
 
-    def __init__(self, api: Api, app_id: str) -> None:
+    def __init__(self, api: Api, app_ids: list[str]) -> None:
         self.api = api
-        self.app_id = app_id
+        self.app_ids = app_ids
         self.sent = 0
 
     def item(self, n: int) -> dict[str, Any]:
         return {
             "action": "event",
             "event_id": f"load-{n}",
-            "kochava_app_id": self.app_id,
+            "kochava_app_id": self.app_ids[n % len(self.app_ids)],
             "kochava_device_id": f"KD{n}",
             "device_ids": {"idfa": f"{n:08x}-0000-4000-8000-{n:012x}"},
             "usertime": int(time.time()) - 60,
@@ -219,7 +242,7 @@ class Load:
         for start in range(first, first + count, batch):
             items = [self.item(n) for n in range(start, min(start + batch, first + count))]
             items[-1]["device_ids"] = {}
-            body = [*items, {"action": "event", "kochava_app_id": self.app_id}]
+            body = [*items, {"action": "event", "kochava_app_id": self.app_ids[0]}]
             answer = await self.api.ok("POST", "/track/json", 202, json=body)
             assert answer["accepted"] == len(items) and len(answer["rejected"]) == 1, answer
             if start == first:
@@ -234,10 +257,25 @@ class Load:
                 await asyncio.sleep(0.1)
 
 
+def disk_full(conn: sqlite3.Connection) -> None:
+    """A commit that SQLite refuses as it does when the disk is full."""
+    error = sqlite3.OperationalError("database or disk is full")
+    error.sqlite_errorcode = 13  # SQLITE_FULL
+    raise error
+
+
+def daemon_writer(daemon: Daemon) -> Writer:
+    writer = daemon._writer
+    assert writer is not None
+    return writer
+
+
 @asynccontextmanager
 async def daemon_and_mock(tmp_path: Path) -> AsyncIterator[tuple[Daemon, str]]:
     # Short rate windows on both sides, so that a low limit is felt and then over quickly.
-    runner, x_url = await start_mock(mock_config(claim_rate=0.6, rate_window_s=2.0))
+    config = mock_config(claim_rate=0.6, rate_window_s=2.0)
+    second = MockAccount(*OTHER_ACCOUNT)
+    runner, x_url = await start_mock(replace(config, accounts=(*config.accounts, second)))
     daemon = Daemon(
         daemon_settings(
             tmp_path / "data",
@@ -293,13 +331,36 @@ async def test_every_panel_shows_data_scraped_by_a_real_prometheus(tmp_path: Pat
             )
             await prom.ready()
             await prom.wait_for('up{job="postbackd"} == 1', "the first scrape")
-            load = Load(api, seeded["app"]["id"])
+            # A second app whose claims a second X account signs: an outage of X is felt
+            # by both accounts, which is what opens the broad circuit.
+            other_id, token, secret = OTHER_ACCOUNT
+            await api.ok("POST", "/api/v1/x-accounts", 201, json={
+                "id": other_id, "name": "Second", "access_token": token,
+                "access_token_secret": secret,
+            })  # fmt: skip
+            other = await api.ok(
+                "POST",
+                "/api/v1/apps",
+                201,
+                json={"name": "Other", "platform": "ios", "bundle_id": "444"},
+            )
+            await api.ok("POST", "/api/v1/postbacks", 201, json={
+                "app_id": other["id"], "network": "x_ios", "event_name": "purchase",
+                "conversion_type": "PURCHASE", "x_account_id": other_id, "retry_attempts": 1,
+            })  # fmt: skip
+            load = Load(api, [seeded["app"]["id"], other["id"]])
+            # A client with a wrong token, and one with none (401s, counted).
+            for headers in ({"Authorization": "Bearer wrong"}, {}):
+                status, _ = await api.request("GET", "/api/v1/apps", auth=False, headers=headers)
+                assert status == 401
 
             # X fails some requests (retries, dead letters) and claims 60% of the devices.
             await mock.config(error_rate=0.15)
             await load.events(200)
             await load.settle()
-            # An outage: the circuit opens, probes, and closes when X is back.
+            # An outage: the circuits open, probe, and close when X is back. (First the
+            # breakers' one-second window empties of the successes just before.)
+            await asyncio.sleep(1.0)
             await mock.config(outage=True)
             await load.events(100)
             await mock.wait_for("outage_answers", 20)
@@ -311,6 +372,9 @@ async def test_every_panel_shows_data_scraped_by_a_real_prometheus(tmp_path: Pat
             await load.events(100)
             await mock.wait_for("too_many_requests", 1)
             await prom.scraped_since(time.time())
+            # The disk is full for one commit: refused, counted as a store error.
+            with pytest.raises(StoreUnavailable):
+                await daemon_writer(daemon).submit(disk_full)
             # A revoked token: 401, the account unauthenticated, what is left held.
             await mock.config(revoke_tokens=[ACCOUNT_ID])
             await prom.wait_for(

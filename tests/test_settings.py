@@ -1,13 +1,23 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from postbackd.errors import PostbackdError
-from postbackd.settings import Settings, SettingsError, add_arguments, describe
+from postbackd.settings import (
+    Settings,
+    SettingsError,
+    add_arguments,
+    describe,
+    exposed_secrets_warning,
+    redacted,
+    render,
+)
 
 SECRET = "s3cr3t-Value-that-must-not-leak"
 HMAC_KEY = "c2VjcmV0LWhtYWMta2V5LWZvci10ZXN0cw=="
@@ -265,7 +275,7 @@ def test_secrets_are_absent_from_repr() -> None:
         assert value not in str(s)
 
 
-@pytest.mark.parametrize("name", ["x_consumer_secret", "x_hmac_key", "api_token"])
+@pytest.mark.parametrize("name", ["x_consumer_secret", "x_hmac_key", "api_token", "secret_key"])
 def test_secrets_are_absent_from_error_messages(tmp_path: Path, name: str) -> None:
     config = write_toml(tmp_path, f"{name} = 12345678\n")
     with pytest.raises(SettingsError) as raised:
@@ -276,3 +286,57 @@ def test_secrets_are_absent_from_error_messages(tmp_path: Path, name: str) -> No
     with pytest.raises(SettingsError) as raised:
         Settings.load(flags={name: 12345678}, environ={})
     assert "12345678" not in str(raised.value)
+
+
+def test_secret_key_takes_comma_separated_fernet_keys_and_never_echoes_one() -> None:
+    new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    s = Settings.load(environ={"POSTBACKD_SECRET_KEY": f"{new}, {old}"})
+    assert s.secret_keys == (new, old)
+    assert Settings.load(environ={"POSTBACKD_SECRET_KEY": ""}).secret_keys == ()
+    assert new not in repr(s)
+    for bad in (f"{new},{new[:-2]}", f"{new},", "not-a-key"):
+        with pytest.raises(SettingsError) as raised:
+            Settings.load(environ={"POSTBACKD_SECRET_KEY": bad})
+        message = str(raised.value)
+        assert message.startswith("POSTBACKD_SECRET_KEY: key "), message
+        assert "is not a Fernet key" in message
+        assert new[:20] not in message and "not-a-key" not in message
+
+
+def test_effective_settings_render_on_one_line_with_secrets_redacted() -> None:
+    key = Fernet.generate_key().decode()
+    s = Settings.load(
+        environ={
+            "POSTBACKD_X_CONSUMER_SECRET": SECRET,
+            "POSTBACKD_X_CONSUMER_KEY": "public-key",
+            "POSTBACKD_SECRET_KEY": key,
+            "POSTBACKD_RETRY_BASE_S": "0.5",
+        }
+    )
+    shown = redacted(s)
+    assert list(shown) == [f.name for f in fields(Settings)]
+    assert shown["x_consumer_secret"] == shown["secret_key"] == "***"
+    assert shown["api_token"] == shown["x_hmac_key"] == "unset"
+    assert shown["x_consumer_key"] == "public-key"
+    assert (shown["retry_base_s"], shown["max_body_bytes"]) == ("0.5", "10485760")
+    line = render(s)
+    assert "\n" not in line
+    assert line.startswith("listen=127.0.0.1:8080 data_dir=postbackd-data ")
+    assert "x_consumer_secret=*** " in line and "api_token=unset " in line
+    assert SECRET not in line and key not in line
+
+
+def test_a_settings_file_with_secrets_readable_by_others_is_named(tmp_path: Path) -> None:
+    config = write_toml(tmp_path, f'listen = "127.0.0.1:1"\napi_token = "{SECRET}"\n')
+    os.chmod(config, 0o644)
+    warning = exposed_secrets_warning(config)
+    assert warning is not None
+    assert warning.startswith(f"{config} holds secrets (api_token) and is readable by users ")
+    assert "(mode 0644)" in warning and f"chmod 600 {config}" in warning
+    assert SECRET not in warning
+    os.chmod(config, 0o600)
+    assert exposed_secrets_warning(config) is None
+    # Readable by others but holding no secret: nothing to say.
+    plain = write_toml(tmp_path, 'listen = "127.0.0.1:1"\n')
+    os.chmod(plain, 0o644)
+    assert exposed_secrets_warning(plain) is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -18,6 +18,7 @@ from postbackd.fields import Reader, refuse_present, refuse_unknown
 from postbackd.index import Index
 from postbackd.model import App, Campaign, Entity, Postback, Segment, Tracker, XAccount
 from postbackd.store import config as store
+from postbackd.store.sealing import Sealer, seal_stored_tokens
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +111,21 @@ Listener = Callable[[Index], None]
 
 
 class Catalog:
-    def __init__(self, conn: aiosqlite.Connection, index: Index) -> None:
+    def __init__(self, conn: aiosqlite.Connection, index: Index, sealer: Sealer) -> None:
         self._conn = conn
         self.index = index
+        self._sealer = sealer
         # One writer at a time: each change is checked against the index it will replace.
         self._lock = asyncio.Lock()
         self._listeners: list[Listener] = []
 
     @classmethod
-    async def load(cls, conn: aiosqlite.Connection) -> Catalog:
-        return cls(conn, await store.load_index(conn))
+    async def load(cls, conn: aiosqlite.Connection, secret_keys: Sequence[str] = ()) -> Catalog:
+        """The stored configuration; X account tokens brought to the first of `secret_keys`
+        first (SecretKeyError when the keys cannot open them)."""
+        sealer = Sealer(secret_keys)
+        await seal_stored_tokens(conn, sealer)
+        return cls(conn, await store.load_index(conn, sealer), sealer)
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with the new index after every committed change."""
@@ -132,7 +138,9 @@ class Catalog:
         return entity
 
     async def create(self, kind: Kind, data: Mapping[str, object]) -> Saved:
-        refuse_unknown(data, kind.create_fields | kind.read_only | set(_READ_ONLY), kind.label)
+        refuse_unknown(
+            data, kind.create_fields, kind.label, also_known=kind.read_only | set(_READ_ONLY)
+        )
         refuse_present(data, kind.read_only | set(_READ_ONLY), "is set by postbackd")
         async with self._lock:
             index = self.index
@@ -144,7 +152,9 @@ class Catalog:
             return await self._commit(kind, entity, changes, "insert", index)
 
     async def update(self, kind: Kind, entity_id: str, data: Mapping[str, object]) -> Saved:
-        refuse_unknown(data, kind.create_fields | kind.read_only | set(_READ_ONLY), kind.label)
+        refuse_unknown(
+            data, kind.create_fields, kind.label, also_known=kind.read_only | set(_READ_ONLY)
+        )
         refuse_present(data, kind.read_only | set(_READ_ONLY), "is set by postbackd")
         async with self._lock:
             existing = self.get(kind, entity_id)
@@ -157,13 +167,14 @@ class Catalog:
                         code="immutable",
                     )
             entity = kind.check({**current, **data}, self.index, existing)
-            return await self._commit(kind, entity, [], "update", self.index)
+            followers = _bundle_followers(existing, entity, self.index)
+            return await self._commit(kind, entity, followers, "update", self.index)
 
     async def delete(self, kind: Kind, entity_id: str) -> None:
         async with self._lock:
             entity = self.get(kind, entity_id)
             changes = self._delete_changes(entity)
-            await store.apply(self._conn, changes)
+            await store.apply(self._conn, changes, self._sealer)
             self._swap(_with(self.index, changes))
         log.info("%s %s deleted", kind.label, entity_id)
 
@@ -193,7 +204,7 @@ class Catalog:
                 last_auth_error=None if ok else error,
             )
             changes: list[store.Change] = [("update", updated)]
-            await store.apply(self._conn, changes)
+            await store.apply(self._conn, changes, self._sealer)
             self._swap(_with(self.index, changes))
         return updated
 
@@ -210,7 +221,7 @@ class Catalog:
             # The old default loses its flag first: one default per (app, network).
             changes.append(("update", dataclasses.replace(replaced, default=False)))
         changes.append((op, entity))
-        await store.apply(self._conn, changes)
+        await store.apply(self._conn, changes, self._sealer)
         self._swap(_with(self.index, changes))
         log.info("%s %s %s", kind.label, entity.id, "created" if op == "insert" else "updated")
         if replaced is not None:
@@ -291,6 +302,36 @@ class Catalog:
 def _credentials(account: XAccount) -> tuple[str, str, str | None]:
     """What an answer of X to a signed call is about: the tokens, as of one authentication."""
     return account.access_token, account.access_token_secret, account.authenticated_at
+
+
+def _bundle_followers(existing: Entity, entity: Entity, index: Index) -> list[store.Change]:
+    """The trackers and postbacks of an app whose bundle id follows the app's, carried to
+    its new value in the same transaction (PRODUCT.md 1: a tracker's `bundle_id` and a
+    postback's `x_app_id` taken from the app "follow the app's when it changes").
+
+    A value equal to the app's old bundle id is taken as following it: that is what a
+    default looks like, and one given equal to the app's is the same id of the same app.
+    A value set to something else stays as it was.
+    """
+    if not isinstance(existing, App) or not isinstance(entity, App):
+        return []
+    old, new = existing.bundle_id, entity.bundle_id
+    if old is None or new is None or old == new:
+        return []
+    changes: list[store.Change] = [
+        ("update", dataclasses.replace(t, bundle_id=new))
+        for t in index.trackers.values()
+        if t.app_id == entity.id and t.bundle_id == old
+    ]
+    changes += [
+        ("update", dataclasses.replace(p, x_app_id=new))
+        for p in index.postbacks.values()
+        if p.app_id == entity.id and p.x_app_id == old
+    ]
+    if changes:
+        log.info("app %s bundle_id changed: %d tracker(s) and postback(s) follow it",
+                 entity.id, len(changes))  # fmt: skip
+    return changes
 
 
 def _with(index: Index, changes: list[store.Change]) -> Index:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import stat
 import sys
@@ -17,7 +18,7 @@ import textwrap
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Final, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar
 
 import uvloop
 
@@ -34,6 +35,9 @@ from postbackd.client import (
 )
 from postbackd.errors import PostbackdError
 from postbackd.progress import Progress
+
+if TYPE_CHECKING:
+    from postbackd.store.backup import Copy
 
 Command = Callable[[argparse.Namespace], int]
 T = TypeVar("T")
@@ -54,9 +58,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     conf = settings.Settings.load(flags=vars(args))
     logs.configure_logging(conf.log_level, conf.log_format)
-    for secret in (conf.x_consumer_secret, conf.x_hmac_key, conf.api_token):
+    for secret in (conf.x_consumer_secret, conf.x_hmac_key, conf.api_token, conf.secret_key):
         if secret:
             logs.register_secret(secret)
+    for key in conf.secret_keys:
+        logs.register_secret(key)
+    path = settings.config_file(vars(args))
+    if path is not None and (warning := settings.exposed_secrets_warning(path)):
+        logging.getLogger("postbackd.settings").warning("%s", warning)
     return daemon.run(conf)
 
 
@@ -73,8 +82,7 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
 
 def _connect(args: argparse.Namespace) -> DaemonClient:
     """The client of the daemon named by the client flags (PRODUCT.md 3, "Client commands")."""
-    data_dir = args.data_dir or Path(os.environ.get(DATA_DIR_ENV) or _DAEMON_DEFAULTS.data_dir)
-    return DaemonClient(args.url, resolve_token(args.token, os.environ, data_dir))
+    return DaemonClient(args.url, resolve_token(args.token, os.environ, _data_dir(args)))
 
 
 @contextlib.contextmanager
@@ -103,8 +111,7 @@ def _ingest(args: argparse.Namespace) -> int:
     client = _connect(args)
     with _open_input(args.file) as source:
         size = _input_size(source)
-        name = args.source or ("-" if args.file == "-" else Path(args.file).name)
-        reader = BatchReader(source, name, max_lines=args.batch_size)
+        reader = BatchReader(source, max_lines=args.batch_size)
         progress = Progress("events")
 
         def show(totals: IngestTotals) -> None:
@@ -165,6 +172,78 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or os.environ.get(DATA_DIR_ENV) or _DAEMON_DEFAULTS.data_dir)
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from postbackd.store.backup import CopyDamaged, backup_database
+    from postbackd.token import token_path
+
+    data_dir = _data_dir(args)
+    progress = Progress("pages")
+
+    def show(done: int, total: int) -> None:
+        progress.update(done, fraction=done / total if total else None)
+
+    try:
+        copy = backup_database(data_dir, args.dest, force=args.force, progress=show)
+    except CopyDamaged as e:
+        print(f"postbackd: {e}; {args.dest} was not written", file=sys.stderr)  # noqa: T201
+        return 1
+    finally:
+        progress.finish()
+    for line in _restore_notes(copy, token_path(data_dir)):
+        print(line)  # noqa: T201
+    return 0
+
+
+def _restore_notes(copy: Copy, token_file: Path) -> list[str]:
+    """What `backup` prints: the copy, then everything else a restore needs."""
+    accounts, encrypted = copy.accounts, copy.encrypted_accounts
+    lines = [
+        f"{copy.dest}: a copy of {copy.source} ({copy.pages} pages, "
+        f"{copy.size_bytes / 2**20:.1f} MiB, mode 0600); PRAGMA integrity_check: ok",
+        "A restore also needs, kept apart from this copy:",
+    ]
+    if token_file.exists():
+        lines.append(f"  - {token_file}: the API token file (clients and scripts read it)")
+    else:
+        lines.append("  - the api_token setting (POSTBACKD_API_TOKEN): clients use it")
+    lines.append(
+        "  - x_consumer_key, x_consumer_secret and x_hmac_key: without them no claim is "
+        "signed and no device id hashed as before"
+    )
+    if encrypted:
+        lines.append(
+            f"  - secret_key (POSTBACKD_SECRET_KEY): the tokens of {encrypted} of the "
+            f"{accounts} X accounts in the copy are encrypted with it; without it the daemon "
+            "refuses the copy"
+        )
+    if accounts - encrypted:
+        lines.append(
+            f"  - note: the tokens of {accounts - encrypted} X account(s) are in plain text in "
+            "this copy (secret_key was not set): keep it as secret as the tokens"
+        )
+    lines.append(
+        "Restore: stop the daemon, put the copy in the data directory as postbackd.sqlite3 "
+        "(mode 0600, no -wal or -shm file beside it), start the daemon (docs/operations.md)."
+    )
+    return lines
+
+
+def _backup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dest", metavar="DEST", type=Path, help="the file to write the copy to")
+    parser.add_argument("--force", action="store_true", help="replace DEST when it exists")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"the daemon's data directory (default: ${DATA_DIR_ENV}, else "
+        f"{os.path.join('.', _DAEMON_DEFAULTS.data_dir)})",
+    )
+
+
 def _int_from(low: int, high: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         if not text.strip().isdigit() or int(text) < low or (high and int(text) > high):
@@ -210,12 +289,6 @@ def _ingest_arguments(parser: argparse.ArgumentParser) -> None:
         default=4,
         metavar="N",
         help="requests in flight at once (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--source",
-        metavar="NAME",
-        help="name mixed into the event ids derived for lines without one (default: the "
-        "file's name without its directory, - for standard input)",
     )
     _client_arguments(parser)
 
@@ -307,9 +380,20 @@ def build_parser() -> argparse.ArgumentParser:
         summary="run a simulated X Ads API for tests, benchmarks and demos",
         description="A simulated X Ads API speaking X's conversion wire format: checks OAuth "
         "1.0a signatures, validates parameters, enforces rate limits, injects latency and "
-        "faults, and claims conversions from a script or at a seeded random rate.",
-        example="postbackd mock-x --listen 127.0.0.1:8081 --account 18ce54d4x5t:TOKEN:SECRET "
-        "--claim-rate 0.3\npostbackd serve --x-api-url http://127.0.0.1:8081",
+        "faults, and claims conversions from a script or at a seeded random rate. It reads "
+        "the consumer key, secret and HMAC key from the daemon's variables, so one "
+        "environment drives both; each --account is an X ads account with the OAuth token "
+        "and secret to give the daemon's POST /api/v1/x-accounts.\n\n"
+        "Control endpoints (no OAuth; keep it on loopback): GET /_mock/stats (counters), GET "
+        "/_mock/requests?limit=&offset= (the requests received, oldest first), POST "
+        "/_mock/reset (clear the log, counters and rate windows), GET /_mock/config and "
+        "PATCH /_mock/config (faults, rate limit, claims; revoke or restore tokens).",
+        example="export POSTBACKD_X_CONSUMER_KEY=demo-key POSTBACKD_X_CONSUMER_SECRET=demo-secret "
+        "POSTBACKD_X_HMAC_KEY=ZGVtby1obWFjLWtleQ==\n"
+        "postbackd mock-x --listen 127.0.0.1:8081 --account "
+        "18ce54d4x5t:demo-token:demo-token-secret --claim-rate 0.3 &\n"
+        "postbackd serve --x-api-url http://127.0.0.1:8081\n"
+        "curl -s http://127.0.0.1:8081/_mock/stats",
         add_arguments=mock_cli.add_arguments,
         run=_mock_x,
     )
@@ -322,10 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
         "few in flight at once, with a progress line on stderr. Blank lines are skipped; "
         "the input is read as it is sent, so its size does not matter. A batch is resent "
         "after a connection error or a 5xx answer.\n\n"
-        "A line without an event_id is given one derived from --source, the line number "
-        "and the line's bytes: the first 32 hex digits of SHA-256(SOURCE + newline + LINE "
-        "NUMBER + newline + LINE). Sending a batch or the whole input again therefore adds "
-        "no event twice: the daemon counts those as duplicates.\n\n"
+        "A line without an event_id is given one derived from its content alone: the first "
+        "32 hex digits of the SHA-256 of the line's JSON object in canonical form (keys "
+        "sorted at every level, no blanks, event_id left out). A re-sent event is therefore "
+        "a duplicate however it arrives: the same batch again, the whole file again, the "
+        "file renamed or moved, or its lines piped through standard input; the daemon "
+        "counts those as duplicates and adds nothing. Two identical lines are one event: "
+        "give events that may look alike (the same device, event, data and usertime) their "
+        "own event_id.\n\n"
         f"Refused lines are listed on stderr by line number (the first {SHOWN_REFUSALS}, "
         "then a count), and a summary line on stdout ends the run: N sent, A accepted, D "
         "duplicates, R refused in T s (X events/s).\n\n"
@@ -333,8 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         "refused, 2 on a usage error, an unreachable daemon or a request refused as a "
         "whole (a wrong token, for one).",
         example="postbackd ingest events.ndjson --data-dir /var/lib/postbackd\n"
-        "zcat events.ndjson.gz | postbackd ingest - --source events-2026-11 "
-        "--url http://10.0.0.5:8080",
+        "zcat events.ndjson.gz | postbackd ingest - --url http://10.0.0.5:8080",
         add_arguments=_ingest_arguments,
         run=_ingest,
     )
@@ -350,6 +437,26 @@ def build_parser() -> argparse.ArgumentParser:
         "http://10.0.0.5:8080",
         add_arguments=_replay_arguments,
         run=_replay,
+    )
+    _add_command(
+        commands,
+        "backup",
+        summary="copy the database while the daemon runs, checked, for a restore",
+        description="Write an online, consistent copy of the daemon's SQLite database "
+        "(DATA_DIR/postbackd.sqlite3) to DEST while the daemon runs: SQLite's backup API "
+        "copies one snapshot (every event accepted before the backup started is in it) "
+        "without stopping ingest or delivery, and without the daemon's lock: a backup only "
+        "reads. The copy is one file, mode 0600, checked with PRAGMA integrity_check before "
+        "it takes the name DEST. A progress line shows on stderr; stdout then names what a "
+        "restore needs besides the copy (the API token file, the X credentials, and "
+        "secret_key when the X account tokens are encrypted).\n\n"
+        "Exit status: 0 when the copy was written and passed the check, 1 when it failed "
+        "the check (DEST is not written), 2 on a usage error (no database in --data-dir, "
+        "DEST exists without --force, DEST not writable).",
+        example="postbackd backup /var/backups/postbackd/postbackd-$(date +%F).sqlite3 "
+        "--data-dir /var/lib/postbackd",
+        add_arguments=_backup_arguments,
+        run=_backup,
     )
     return parser
 

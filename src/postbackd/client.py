@@ -8,8 +8,8 @@ error or a 5xx.
 
 Resending is safe because every event sent carries an `event_id`, and a second event with
 the same id is a duplicate, not a new event (PRODUCT.md 3, "Ingest"). A line without one
-gets an id derived from the input's name, the line's number and its bytes
-(`derive_event_id`), so a resent batch, or the whole input sent again, adds no event twice.
+gets an id derived from its content alone (`derive_event_id`), so a resent batch, or the
+same events sent again from a renamed file, another directory or a pipe, add no event twice.
 """
 
 from __future__ import annotations
@@ -206,16 +206,20 @@ class DaemonClient:
         return status, data
 
 
-def derive_event_id(source: str, line_number: int, line: bytes) -> str:
-    """The `event_id` of an input line that has none: the first 32 hex digits of the
-    SHA-256 of the source name, the line number and the line's bytes (without its line
-    break and surrounding blanks), each of the first two followed by a newline."""
-    digest = hashlib.sha256(f"{source}\n{line_number}\n".encode())
-    digest.update(line)
-    return digest.hexdigest()[:32]
+def derive_event_id(item: Mapping[str, object]) -> str:
+    """The `event_id` of an input object that has none: the first 32 hex digits of the
+    SHA-256 of the object in canonical JSON (keys sorted at every level, no blanks, numbers
+    in their shortest form) without its `event_id` key.
+
+    It depends on the event alone, not on where it came from: the same line from a file of
+    any name or from standard input is the same event. Two identical lines are therefore
+    one event; distinct events that look alike need their own `event_id`.
+    """
+    rest = {k: v for k, v in item.items() if k != "event_id"}
+    return hashlib.sha256(orjson.dumps(rest, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-def with_event_id(line: bytes, source: str, line_number: int) -> bytes:
+def with_event_id(line: bytes) -> bytes:
     """`line` with a derived `event_id` when it is a JSON object without one."""
     try:
         item = orjson.loads(line)
@@ -223,7 +227,7 @@ def with_event_id(line: bytes, source: str, line_number: int) -> bytes:
         return line  # sent as it is: the daemon refuses it and says why
     if not isinstance(item, dict) or item.get("event_id") is not None:
         return line
-    item["event_id"] = derive_event_id(source, line_number, line)
+    item["event_id"] = derive_event_id(item)
     return orjson.dumps(item)
 
 
@@ -241,9 +245,8 @@ class BatchReader:
     """
 
     def __init__(
-        self, source: BinaryIO, name: str, *, max_lines: int, max_bytes: int = MAX_BATCH_BYTES
+        self, source: BinaryIO, *, max_lines: int, max_bytes: int = MAX_BATCH_BYTES
     ) -> None:
-        self._name = name
         self._source = source
         self._max_lines = max_lines
         self._max_bytes = max_bytes
@@ -264,7 +267,7 @@ class BatchReader:
                 raw = raw[len(_UTF8_BOM) :]  # some Windows tools start UTF-8 files with it
             line = raw.strip()
             if line:
-                item = with_event_id(line, self._name, self._line_number)
+                item = with_event_id(line)
                 numbers.append(self._line_number)
                 items.append(item)
                 size += len(item) + 1

@@ -34,6 +34,7 @@ from postbackd.errors import PostbackdError
 from postbackd.metrics import Metrics
 from postbackd.model import XAccount
 from postbackd.settings import Settings
+from postbackd.settings import render as render_settings
 from postbackd.store import deliveries as sql
 from postbackd.store.db import DB_NAME, open_database, prepare_data_dir
 from postbackd.store.lock import DataDirLock
@@ -100,10 +101,11 @@ class Daemon:
         s = self.settings
         self._started = time.monotonic()
         log.info("postbackd %s starting, data dir %s", __version__, s.data_dir.resolve())
+        log.info("settings: %s", render_settings(s))
         prepare_data_dir(s.data_dir)
         self._lock.acquire()
         self._conn = await open_database(s.data_dir)
-        self.catalog = await Catalog.load(self._conn)
+        self.catalog = await Catalog.load(self._conn, s.secret_keys)
         token = ensure_api_token(s.api_token, s.data_dir)
         if not (s.x_consumer_key and s.x_consumer_secret):
             log.warning(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection, Mapping
 from typing import Final, TypeVar
 
@@ -29,10 +30,31 @@ def type_name(value: object) -> str:
     return type(value).__name__
 
 
-def refuse_unknown(data: Mapping[str, object], allowed: Collection[str], entity: str) -> None:
+def refuse_unknown(
+    data: Mapping[str, object],
+    allowed: Collection[str],
+    entity: str,
+    *,
+    also_known: Collection[str] = (),
+) -> None:
+    """Refuse a field outside `allowed`, naming the valid ones and the closest of them.
+
+    `also_known` are fields that are not unknown but not valid here either (read-only
+    ones, refused by the caller with their own reason); they are not suggested.
+    """
     for key in data:
-        if key not in allowed:
-            raise Invalid(f"unknown field for {entity}", field=key, code="unknown_field")
+        if key in allowed or key in also_known:
+            continue
+        valid = sorted(allowed)
+        # A misspelt field is the usual cause ("post_view_window" for the days one).
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        shown = key if len(key) <= NAME_MAX else key[:NAME_MAX] + "..."
+        raise Invalid(
+            f"unknown field {shown!r} for {entity}{hint} (valid fields: {', '.join(valid)})",
+            field=key,
+            code="unknown_field",
+        )
 
 
 def refuse_present(data: Mapping[str, object], names: Collection[str], why: str) -> None:

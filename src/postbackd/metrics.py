@@ -13,6 +13,7 @@ What each metric answers for an operator (the dashboard's rows, grafana/dashboar
     one account bad?   x_accounts_circuit_open (accounts whose own circuit is open)
     the process        process_* (restarts, memory, CPU, open files), build_info,
                        store_errors (commits that failed: disk full, I/O errors)
+    who knocks?        api_unauthorized (requests refused for a missing or wrong token)
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ DELIVERY_OUTCOMES: Final = ("delivered", "skipped", "held", "retried", "dead", "
 CLAIM_OUTCOMES: Final = OUTCOMES
 ENGAGEMENT_TYPES: Final = (CLICK, VIEW)
 QUEUE_STATES: Final = ("scheduled", "ready", "in_flight", "held", "dead")
+# Why a request to a guarded path was refused with 401: no Authorization header, or one that
+# is not the daemon's bearer token.
+UNAUTHORIZED_REASONS: Final = ("missing", "wrong")
 CIRCUIT_STATES: Final[tuple[CircuitState, ...]] = ("closed", "open", "half_open")
 
 # X answers in milliseconds to seconds; a claim's lag spans retries and delays (minutes).
@@ -141,6 +145,13 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.api_unauthorized = Counter(
+            "postbackd_api_unauthorized_total",
+            "Requests to the API or ingest refused with 401, by reason: missing (no "
+            "Authorization header) or wrong (not the daemon's bearer token)",
+            ["reason"],
+            registry=r,
+        )
         # Pre-create every label child so that each series reads 0 from the first scrape.
         for labels, values in (
             (self.events_received, EVENT_RESULTS),
@@ -152,6 +163,7 @@ class Metrics:
             (self.queue_depth, QUEUE_STATES),
             (self.circuit_state, CIRCUIT_STATES),
             (self.store_errors, STORE_ERROR_KINDS),
+            (self.api_unauthorized, UNAUTHORIZED_REASONS),
         ):
             for value in values:
                 labels.labels(value)

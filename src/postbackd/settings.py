@@ -16,12 +16,15 @@ import ipaddress
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
 
 from postbackd.errors import PostbackdError
 
@@ -99,6 +102,21 @@ def _base64(value: str) -> str:
     return value
 
 
+def _fernet_keys(value: str) -> str:
+    # Several keys for rotation: the first encrypts, every one decrypts (docs/operations.md).
+    keys = [k.strip() for k in value.split(",")]
+    for n, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            # Never the key itself: the message names its position only.
+            raise _Invalid(
+                f"key {n} of {len(keys)} is not a Fernet key (32 bytes in URL-safe base64, "
+                "44 characters; docs/operations.md shows how to make one)"
+            ) from None
+    return ",".join(keys)
+
+
 def _choice(*choices: str) -> Parse:
     def parse(value: str) -> str:
         if value.lower() not in choices:
@@ -169,6 +187,17 @@ class Settings:
         repr=False,
         metadata=_meta(
             "bearer token of the HTTP API; when unset, one is generated once into the data dir",
+            secret=True,
+        ),
+    )
+    secret_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_meta(
+            "key(s) encrypting X account tokens in the database: comma-separated Fernet "
+            "keys, the first encrypts, all decrypt; when unset, tokens are stored in plain text",
+            _fernet_keys,
+            metavar="KEYS",
             secret=True,
         ),
     )
@@ -248,6 +277,11 @@ class Settings:
         return self.x_account_max_in_flight or max(1, self.x_max_connections // 4)
 
     @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """`secret_key` split: the encrypting key first; empty when unset."""
+        return tuple(self.secret_key.split(",")) if self.secret_key else ()
+
+    @property
     def listen_host_port(self) -> tuple[str, int]:
         """`listen` split; the host without IPv6 brackets."""
         return _split_host_port(self.listen)
@@ -268,10 +302,7 @@ class Settings:
         """
         flags = flags or {}
         environ = os.environ if environ is None else environ
-        path = config_path
-        if path is None:
-            given = flags.get("config") or environ.get(CONFIG_ENV)
-            path = Path(str(given)).expanduser() if given else None
+        path = config_path if config_path is not None else config_file(flags, environ)
 
         values: dict[str, Any] = {}
         if path is not None:
@@ -292,6 +323,55 @@ class Settings:
                 f"x_max_connections ({self.x_max_connections}): one account could take every "
                 "connection to X"
             )
+
+
+def config_file(
+    flags: Mapping[str, object | None], environ: Mapping[str, str] | None = None
+) -> Path | None:
+    """The TOML file named by `--config`, else by POSTBACKD_CONFIG; None when neither."""
+    environ = os.environ if environ is None else environ
+    given = flags.get("config") or environ.get(CONFIG_ENV)
+    return Path(str(given)).expanduser() if given else None
+
+
+def exposed_secrets_warning(path: Path) -> str | None:
+    """A warning when the settings file holds a secret and others than its owner may read
+    it (mode & 0o077); None otherwise. Names the secret settings, never their values."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # Settings.load has already said what is wrong with it
+    held = [f.name for f in _FIELDS if f.metadata["secret"] and document.get(f.name)]
+    if not held or not mode & 0o077:
+        return None
+    return (
+        f"{path} holds secrets ({', '.join(held)}) and is readable by users other than its "
+        f"owner (mode {mode:04o}): chmod 600 {path}, or give the secrets through the "
+        "environment"
+    )
+
+
+def redacted(settings: Settings) -> dict[str, str]:
+    """Every setting's effective value as text, in declaration order; a secret that is set
+    shows as *** (so the line says whether it is set, never what it is)."""
+    out: dict[str, str] = {}
+    for f in _FIELDS:
+        value = getattr(settings, f.name)
+        if value is None or value == "":
+            out[f.name] = "unset"
+        elif f.metadata["secret"]:
+            out[f.name] = "***"
+        elif isinstance(value, float):
+            out[f.name] = f"{value:g}"
+        else:
+            out[f.name] = str(value)
+    return out
+
+
+def render(settings: Settings) -> str:
+    """The effective settings on one line, secrets redacted: for the start-up log."""
+    return " ".join(f"{name}={value}" for name, value in redacted(settings).items())
 
 
 _FIELDS: tuple[Field[Any], ...] = fields(Settings)

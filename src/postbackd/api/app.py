@@ -30,7 +30,7 @@ def make_app(
     # client_max_size makes aiohttp refuse larger bodies itself; the middleware turns its
     # 413 into our JSON error.
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(api_token)],
+        middlewares=[errors_middleware, auth_middleware(api_token, metrics)],
         client_max_size=max_body_bytes,
     )
     AdminRoutes(catalog, authenticate, max_body_bytes).add_to(app)

@@ -19,6 +19,8 @@ from postbackd.errors import (
     TooLarge,
     Unauthorized,
 )
+from postbackd.logs import RateLimitedLog
+from postbackd.metrics import UNAUTHORIZED_REASONS, Metrics
 from postbackd.store.writer import store_failure
 
 log = logging.getLogger(__name__)
@@ -115,14 +117,34 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 GUARDED: Final = ("/api/", "/track/")
 
 
-def auth_middleware(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+def auth_middleware(
+    token: str, metrics: Metrics, refusals: RateLimitedLog | None = None
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Refuse guarded paths without the bearer token; count and log each refusal.
+
+    The log says where the request came from and what it asked for, never what it sent as
+    a token (a wrong token is often a real one of another daemon, or a typo of this one's).
+    One line a minute at most, with the count of the others: a scanner must not flood it.
+    """
     expected = f"Bearer {token}".encode()
+    refusals = refusals or RateLimitedLog(log)
+    counters = {reason: metrics.api_unauthorized.labels(reason) for reason in UNAUTHORIZED_REASONS}
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(GUARDED):
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
+                reason = "wrong" if given else "missing"
+                counters[reason].inc()
+                refusals.warning(
+                    "unauthorized",
+                    "refused a request with a missing or wrong bearer token (401)",
+                    reason=reason,
+                    method=request.method,
+                    path=request.path,
+                    remote=request.remote,
+                )
                 raise Unauthorized(
                     "missing or wrong bearer token (Authorization: Bearer <token>)",
                     field="Authorization",

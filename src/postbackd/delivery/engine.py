@@ -129,7 +129,7 @@ class Engine:
         self._cancel_after: set[int] = set()
         self._stopping = False
         self._broad_open = False
-        self._open_accounts: set[str] = set()
+        self._open_accounts: set[str] = set()  # accounts whose own circuit is not closed
         self.done = {"delivered": 0, "dead": 0, "held": 0, "skipped": 0, "retried": 0}
 
     def now_ms(self) -> int:
@@ -212,9 +212,6 @@ class Engine:
         counts["ready"] = max(0, counts.get("ready", 0) - counts["in_flight"])
         for state in ("scheduled", "ready", "in_flight", "held", "dead"):
             self._metrics.queue_depth.labels(state).set(counts.get(state, 0))
-        self._metrics.accounts_circuit_open.set(
-            sum(1 for lane in self._lanes.values() if lane.breaker.state != "closed")
-        )
         return counts
 
     async def cancel(self, ids: Collection[int] | None, postback_id: str | None) -> int:
@@ -527,21 +524,23 @@ class Engine:
 
     def _account_circuit_changed(self, account_id: str, state: CircuitState) -> None:
         """An account's own breaker moved: only its lane pauses or resumes."""
-        self._broad.account_failing(account_id, state != "closed")
-        if state == "open" and account_id not in self._open_accounts:
+        failing = state != "closed"
+        self._broad.account_failing(account_id, failing)
+        if failing and account_id not in self._open_accounts:
             self._open_accounts.add(account_id)
             log.warning(
                 "X fails the requests of X account %s: its circuit open, its deliveries "
                 "paused (their retries kept), probing",
                 account_id,
             )
-        elif state == "closed":
+        elif not failing and account_id in self._open_accounts:
             self._open_accounts.discard(account_id)
             log.info("X answers X account %s again: its circuit closed, sending resumed",
                      account_id)  # fmt: skip
             lane = self._lanes.get(account_id)
             if lane is not None:
                 lane.wake.set()
+        self._metrics.accounts_circuit_open.set(len(self._open_accounts))
 
     @staticmethod
     def _wake_all(lanes: Iterable[Lane]) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import logging
 import secrets
 import signal
 import sys
@@ -153,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     with _data_dir(args.data_dir) as data_dir:
         # Only the daemon's warnings and errors: the demo's own lines tell the story.
         logs.configure_logging("warning", "text")
+        # Its X account tokens are made up and stay plain (no secret_key), so that a kept
+        # --data-dir opens with `serve` as it is: the warning would only be noise here.
+        logging.getLogger("postbackd.store.sealing").setLevel(logging.ERROR)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(_demo(args, data_dir, Credentials.new()))
 

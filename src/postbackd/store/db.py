@@ -45,6 +45,9 @@ async def open_database(data_dir: Path) -> aiosqlite.Connection:
         await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA busy_timeout=5000")
+        # This connection writes the configuration, X account tokens included: a replaced
+        # or deleted row is zeroed, not left in the page's free space (store/sealing.py).
+        await conn.execute("PRAGMA secure_delete=ON")
         await migrate(conn)
     except BaseException:
         await conn.close()
