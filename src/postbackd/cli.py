@@ -57,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
     from postbackd import daemon, logs
 
     conf = settings.Settings.load(flags=vars(args))
-    logs.configure_logging(conf.log_level, conf.log_format)
+    logs.configure_logging(conf.log_level, conf.log_format, file=conf.log_file)
     for secret in (conf.x_consumer_secret, conf.x_hmac_key, conf.api_token, conf.secret_key):
         if secret:
             logs.register_secret(secret)

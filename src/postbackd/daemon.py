@@ -22,7 +22,7 @@ import aiosqlite
 import uvloop
 from aiohttp import web
 
-from postbackd import __version__
+from postbackd import __version__, logs
 from postbackd.api.app import make_app
 from postbackd.api.ingest import IngestRoute
 from postbackd.api.results import ResultRoutes
@@ -211,8 +211,13 @@ class Daemon:
         self.metrics.accounts_unauthenticated.set(unauthenticated)
 
     async def stop(self) -> None:
-        """Stop intake first, then close what the work used, in that order."""
+        """`/readyz` answers 503 first; then stop intake, then close what the work used, in
+        that order (PRODUCT.md 2, "Shutdown")."""
         self.ready = False
+        delay_s = self.settings.shutdown_delay_s
+        if delay_s > 0 and self._runner is not None:
+            log.info("draining: /readyz answers 503; the listener closes in %.1f s", delay_s)
+            await asyncio.sleep(delay_s)
         log.info("draining: no new requests are accepted")
         try:
             if self._runner is not None:
@@ -264,6 +269,14 @@ def _startup_reason(exc: BaseException, settings: Settings) -> str:
     return f"cannot start: {exc}"
 
 
+def _reopen_log() -> None:
+    """SIGHUP does not stop the daemon: it reopens `log_file` (after logrotate moved it)."""
+    if logs.reopen_log_file():
+        log.info("SIGHUP: log file reopened")
+    else:
+        log.info("SIGHUP: no log_file to reopen (the log goes to stderr); still running")
+
+
 async def serve(settings: Settings, shutdown: asyncio.Event) -> int:
     """Run until `shutdown` is set (0) or the daemon cannot go on (EXIT_FATAL)."""
     daemon = Daemon(settings)
@@ -290,6 +303,7 @@ def run(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown.set)
+        loop.add_signal_handler(signal.SIGHUP, _reopen_log)
         return await serve(settings, shutdown)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, TextIO
 
 import orjson
@@ -130,14 +131,35 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
-    """Send the "postbackd" hierarchy to `stream` (stderr by default); calling again replaces."""
+class ReopenableFileHandler(logging.FileHandler):
+    """A log file that `reopen()` opens again by name: after logrotate renamed it, the next
+    lines go to a new file of that name (PRODUCT.md 2, "Shutdown": SIGHUP reopens it)."""
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            if self.stream is not None:
+                self.stream.close()
+            self.stream = self._open()
+        finally:
+            self.release()
+
+
+def configure_logging(
+    level: str, fmt: str, stream: TextIO | None = None, file: Path | None = None
+) -> None:
+    """Send the "postbackd" hierarchy to `file` when given, else to `stream` (stderr by
+    default); calling again replaces."""
     if level not in LEVELS:
         raise ValueError(f"unknown log level {level!r}")
     formatter = {"text": TextFormatter, "json": JsonFormatter}.get(fmt)
     if formatter is None:
         raise ValueError(f"unknown log format {fmt!r}")
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler: logging.Handler
+    if file is not None:
+        handler = ReopenableFileHandler(file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(formatter())
     # On the handler, not the logger: a logger's filters skip records of its children.
     handler.addFilter(RedactSecrets())
@@ -149,6 +171,16 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Non
     logger.setLevel(LEVELS[level])
     # The daemon owns its output: no second copy through whatever the root logger has.
     logger.propagate = False
+
+
+def reopen_log_file() -> bool:
+    """Open the log file again (after a rotation); False when logging goes to a stream."""
+    reopened = False
+    for handler in logging.getLogger(ROOT_LOGGER).handlers:
+        if isinstance(handler, ReopenableFileHandler):
+            handler.reopen()
+            reopened = True
+    return reopened
 
 
 @dataclass(slots=True)

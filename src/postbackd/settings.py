@@ -205,6 +205,13 @@ class Settings:
         default="info",
         metadata=_meta("debug, info, warning or error", _choice(*LOG_LEVELS), metavar="LEVEL"),
     )
+    log_file: Path | None = field(
+        default=None,
+        metadata=_meta(
+            "file the log goes to instead of stderr; reopened on SIGHUP, for logrotate",
+            metavar="PATH",
+        ),
+    )
     log_format: str = field(
         default="text",
         metadata=_meta(
@@ -266,6 +273,14 @@ class Settings:
         # One request a second costs X nothing during an outage and ends it within a second.
         default=1.0,
         metadata=_meta("time between probes while the circuit is open", _positive),
+    )
+    shutdown_delay_s: float = field(
+        default=0.0,
+        metadata=_meta(
+            "time /readyz answers 503 before the listener closes at shutdown, so that a load "
+            "balancer stops sending first (set it to the balancer's check interval)",
+            _at_least(0),
+        ),
     )
     shutdown_grace_s: float = field(
         default=10.0, metadata=_meta("time in-flight requests get to finish", _at_least(0))

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 _NO_KEY_RETRY_S: Final = 5.0
 # A lane whose loop failed unexpectedly tries again after this pause.
 _LANE_ERROR_PAUSE_S: Final = 1.0
+_DEBUG_EVERY_S: Final = 1.0
 Match = Callable[[Delivery], bool]
 
 
@@ -129,6 +130,7 @@ class Engine:
         self._cancel_after: set[int] = set()
         self._stopping = False
         self._broad_open = False
+        self._debug_at: dict[ResponseKind, float] = {}
         self._open_accounts: set[str] = set()  # accounts whose own circuit is not closed
         self.done = {"delivered": 0, "dead": 0, "held": 0, "skipped": 0, "retried": 0}
 
@@ -369,6 +371,8 @@ class Engine:
                 return
             settle(response.kind is not ResponseKind.RETRYABLE)
             self._observe(lane, response)
+            if log.isEnabledFor(logging.DEBUG):
+                self._debug_answer(lane, d, response)
             await self._apply(lane, account, d, event, response, ticket)
         except asyncio.CancelledError:
             # Shutdown: the delivery stays pending in the store for the next start.
@@ -395,6 +399,23 @@ class Engine:
             lane.budget.observe(info.limit, info.remaining, info.reset_epoch_s, limited=limited)
         elif not limited:
             lane.budget.observe(None, None, None)
+
+    def _debug_answer(self, lane: Lane, d: Delivery, response: XResponse) -> None:
+        """`--log-level debug`: one answer of X per kind and second, sampled (a line per
+        request would be thousands a second)."""
+        now_s = self._clock.monotonic()
+        if now_s - self._debug_at.get(response.kind, -_DEBUG_EVERY_S) < _DEBUG_EVERY_S:
+            return
+        self._debug_at[response.kind] = now_s
+        log.debug(
+            "X answered %s in %.1f ms (delivery %d, X account %s, attempt %d; one per kind "
+            "and second is logged)",
+            response.describe() if response.kind is not ResponseKind.OK else response.status,
+            response.duration_s * 1000,
+            d.id,
+            lane.account_id,
+            d.attempts + 1,
+        )
 
     async def _apply(
         self,
