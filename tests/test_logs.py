@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from postbackd.logs import RateLimitedLog, configure_logging, log_fields, register_secret
+from postbackd.logs import RateLimitedLog, configure_logging, log_fields, redact, register_secret
 
 TEXT_LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<rest>.*)$"
@@ -198,3 +198,11 @@ def test_rate_limited_log_keeps_keys_apart() -> None:
     clock.now += 10
     repeated.warning("a", "failure a")
     assert orjson.loads(lines(stream)[-1])["msg"] == "failure a (repeated 1 time in the last 10 s)"
+
+
+def test_many_secrets_registered_at_once_are_all_redacted() -> None:
+    # The simulated X registers every account's token and secret in one call (500
+    # accounts in a benchmark): each is kept out of the log.
+    tokens = [f"{i}-many-token-{i:06d}" for i in range(500)]
+    register_secret(*tokens)
+    assert redact(f"a {tokens[0]} b {tokens[499]} c") == "a *** b *** c"

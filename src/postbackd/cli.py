@@ -58,11 +58,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     conf = settings.Settings.load(flags=vars(args))
     logs.configure_logging(conf.log_level, conf.log_format, file=conf.log_file)
-    for secret in (conf.x_consumer_secret, conf.x_hmac_key, conf.api_token, conf.secret_key):
-        if secret:
-            logs.register_secret(secret)
-    for key in conf.secret_keys:
-        logs.register_secret(key)
+    secrets = (conf.x_consumer_secret, conf.x_hmac_key, conf.api_token, conf.secret_key)
+    logs.register_secret(*(s for s in (*secrets, *conf.secret_keys) if s))
     path = settings.config_file(vars(args))
     if path is not None and (warning := settings.exposed_secrets_warning(path)):
         logging.getLogger("postbackd.settings").warning("%s", warning)

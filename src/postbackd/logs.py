@@ -38,12 +38,14 @@ _secrets: set[str] = set()
 _secret_pattern: re.Pattern[str] | None = None
 
 
-def register_secret(value: str) -> None:
-    """Keep `value` out of every log line from now on (values under 4 characters are ignored)."""
+def register_secret(*values: str) -> None:
+    """Keep each value out of every log line from now on (values under 4 characters are
+    ignored). Register many at once: the pattern is compiled once per call."""
     global _secret_pattern
-    if len(value) < MIN_SECRET_LEN or value in _secrets:
+    fresh = {v for v in values if len(v) >= MIN_SECRET_LEN and v not in _secrets}
+    if not fresh:
         return
-    _secrets.add(value)
+    _secrets.update(fresh)
     # Longest first, so a secret that contains another is replaced whole.
     ordered = sorted(_secrets, key=len, reverse=True)
     _secret_pattern = re.compile("|".join(re.escape(s) for s in ordered))

@@ -135,13 +135,9 @@ class Credentials:
             account_token=f"{secrets.randbelow(10**9)}-{secrets.token_urlsafe(24)}",
             account_secret=secrets.token_urlsafe(32),
         )
-        for secret in (
-            made.consumer_secret,
-            made.hmac_key_b64,
-            made.account_token,
-            made.account_secret,
-        ):
-            logs.register_secret(secret)
+        logs.register_secret(
+            made.consumer_secret, made.hmac_key_b64, made.account_token, made.account_secret
+        )
         return made
 
     @property

@@ -109,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
     secrets = [config.consumer_secret, base64.b64encode(config.hmac_key).decode()]
     for account in config.accounts:
         secrets += [account.token, account.secret]
-    for secret in secrets:
-        logs.register_secret(secret)
+    logs.register_secret(*secrets)
     if not config.consumer_key or not config.accounts:
         log.warning("no consumer key or no account configured: every X call answers 401")
 
