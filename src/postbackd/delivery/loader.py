@@ -134,28 +134,35 @@ class Loader:
         return max(0.0, min(_IDLE_POLL_S, (due - self._now_ms()) / 1000))
 
     async def _pass(self) -> None:
-        """Read every lane that has room and work due, in turns, until none has both."""
+        """Read the lanes that have room and work due, all in one trip to the writer's
+        thread (at most LOAD_BATCH rows), in turns: a lane read goes to the back of the
+        line, so with more due work than one read takes, every lane gets its turn."""
         while True:
             share = self._update_share()
+            now = self._now_ms()
+            reads = [
+                (lane, state.cursor, min(share - state.loaded, LOAD_BATCH))
+                for lane, state in self._lanes.items()
+                if state.next_due_ms <= now and state.loaded <= share // 2
+            ]
+            if not reads:
+                return
+            rewinds = {lane: self._lanes[lane].rewinds for lane, _, _ in reads}
+            found = await self._writer.call(sql.load_lanes, reads, now, LOAD_BATCH)
             read_any = False
-            for lane, state in list(self._lanes.items()):
-                now = self._now_ms()
-                room = min(share - state.loaded, LOAD_BATCH)
-                if state.next_due_ms > now or state.loaded > share // 2 or room <= 0:
-                    continue
-                rewinds = state.rewinds
-                rows, due = await self._writer.call(sql.load_lane, lane, state.cursor, now, room)
+            for lane, rows, due in found:
+                state = self._lanes.pop(lane)
+                self._lanes[lane] = state  # to the back of the line
                 if rows:
                     last = rows[-1]
                     # A rewind during the read may point before what was just read.
-                    state.cursor = _after(state, rewinds, (last[12], last[0]), state.cursor)
+                    state.cursor = _after(state, rewinds[lane], (last[12], last[0]), state.cursor)
                     for row in rows:
-                        d = Delivery(*row)
-                        if self._deliver(d):
+                        if self._deliver(Delivery(*row)):
                             state.loaded += 1
                     read_any = True
                 next_due = _NEVER if due is None else due
-                state.next_due_ms = _after(state, rewinds, next_due, state.next_due_ms)
+                state.next_due_ms = _after(state, rewinds[lane], next_due, state.next_due_ms)
             if not read_any:
                 return
 

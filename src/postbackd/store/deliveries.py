@@ -76,34 +76,49 @@ def insert_events(
     return len(rows)
 
 
-def load_lane(
-    conn: sqlite3.Connection, lane: str, after: tuple[int, int], now_ms: int, limit: int
-) -> tuple[list[tuple[Any, ...]], int | None]:
-    """The lane's pending deliveries due by `now_ms`, in (due, id) order after the cursor
-    `after`, as rows for `Delivery(*row)` (built by the caller: this runs on the writer's
-    thread, and every Python object made here holds the GIL away from the event loop).
+LaneRead = tuple[str, tuple[int, int], int]  # (lane, cursor, most rows)
+LaneRows = tuple[str, list[tuple[Any, ...]], int | None]  # (lane, rows, next due or None)
 
-    With fewer than `limit` rows, also when the lane's next pending row is due (None when
-    it has none): one call, so the loader knows when to read the lane again."""
-    rows = conn.execute(
-        # INDEXED BY: without statistics SQLite may pick another index and sort; this one
-        # seeks straight to the lane's cursor, in due order.
-        f"SELECT {_LOAD_COLUMNS} FROM deliveries d INDEXED BY deliveries_lane"
-        " JOIN events e ON e.event_id = d.event_id"
-        f" WHERE d.lane = ? AND d.{_PENDING} AND (d.due_ms, d.id) > (?, ?) AND d.due_ms <= ?"
-        " ORDER BY d.due_ms, d.id LIMIT ?",
-        (lane, after[0], after[1], now_ms, limit),
-    ).fetchall()
-    if len(rows) == limit:
-        return rows, now_ms
-    if rows:
-        after = (rows[-1][12], rows[-1][0])
-    found = conn.execute(
-        f"SELECT due_ms FROM deliveries INDEXED BY deliveries_lane WHERE lane = ? AND {_PENDING}"
-        " AND (due_ms, id) > (?, ?) ORDER BY due_ms, id LIMIT 1",
-        (lane, after[0], after[1]),
-    ).fetchone()
-    return rows, None if found is None else int(found[0])
+
+def load_lanes(
+    conn: sqlite3.Connection, reads: Sequence[LaneRead], now_ms: int, max_rows: int
+) -> list[LaneRows]:
+    """Several lanes' due deliveries in one call (one trip to the writer's thread, however
+    many lanes): for each (lane, cursor, limit), in order, the lane's pending deliveries due
+    by `now_ms` after the cursor, in (due, id) order, until `max_rows` rows in all. The rows
+    are for `Delivery(*row)` (built by the caller: this runs on the writer's thread, and
+    every Python object made here holds the GIL away from the event loop).
+
+    With fewer rows than its limit, a lane also gets when its next pending row is due (None
+    when it has none), so the loader knows when to read it again."""
+    out: list[LaneRows] = []
+    for lane, cursor, limit in reads:
+        limit = min(limit, max_rows)
+        if limit <= 0:
+            break
+        rows = conn.execute(_LOAD, (lane, cursor[0], cursor[1], now_ms, limit)).fetchall()
+        max_rows -= len(rows)
+        if len(rows) == limit:
+            out.append((lane, rows, now_ms))
+            continue
+        after = (rows[-1][12], rows[-1][0]) if rows else cursor
+        found = conn.execute(_NEXT_DUE, (lane, after[0], after[1])).fetchone()
+        out.append((lane, rows, None if found is None else int(found[0])))
+    return out
+
+
+# INDEXED BY: without statistics SQLite may pick another index and sort; this one seeks
+# straight to the lane's cursor, in due order.
+_LOAD: Final = (
+    f"SELECT {_LOAD_COLUMNS} FROM deliveries d INDEXED BY deliveries_lane"
+    " JOIN events e ON e.event_id = d.event_id"
+    f" WHERE d.lane = ? AND d.{_PENDING} AND (d.due_ms, d.id) > (?, ?) AND d.due_ms <= ?"
+    " ORDER BY d.due_ms, d.id LIMIT ?"
+)
+_NEXT_DUE: Final = (
+    f"SELECT due_ms FROM deliveries INDEXED BY deliveries_lane WHERE lane = ? AND {_PENDING}"
+    " AND (due_ms, id) > (?, ?) ORDER BY due_ms, id LIMIT 1"
+)
 
 
 def pending_lanes(conn: sqlite3.Connection) -> list[str]:
