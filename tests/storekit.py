@@ -53,6 +53,7 @@ def delivery(lane: str, due_ms: int, state: str = "ready", **kw: object) -> NewD
 async def insert(
     writer: Writer, rows: Sequence[tuple[int, NewDelivery]], first_id: int, now_ms: int = 1_000
 ) -> None:
-    """Events numbered as given, each with its one delivery, ids from `first_id`."""
-    accepted = [(event(n), [d]) for n, d in rows]
+    """Events numbered as given, received at `now_ms`, each with its one delivery, ids from
+    `first_id`."""
+    accepted = [(event(n, now_ms), [d]) for n, d in rows]
     await writer.submit(lambda conn: sql.insert_events(conn, accepted, first_id, now_ms))

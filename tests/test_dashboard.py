@@ -24,6 +24,7 @@ ROWS = [
     "Attribution outcomes",
     "Rate limiting",
     "Errors",
+    "Retention",
     "Daemon",
 ]
 # Series of Prometheus itself and of the process collector that panels may use.

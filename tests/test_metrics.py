@@ -22,6 +22,7 @@ from postbackd.metrics import (
     ENGAGEMENT_TYPES,
     EVENT_RESULTS,
     QUEUE_STATES,
+    RETENTION_KINDS,
     STATUS_CLASSES,
     UNAUTHORIZED_REASONS,
     X_ANSWER_KINDS,
@@ -47,6 +48,8 @@ EXPECTED = {
     "postbackd_circuit_state": ("gauge", "state", CIRCUIT_STATES),
     "postbackd_x_accounts_circuit_open": ("gauge", None, ()),
     "postbackd_store_errors": ("counter", "kind", STORE_ERROR_KINDS),
+    "postbackd_retention_deleted": ("counter", "kind", RETENTION_KINDS),
+    "postbackd_store_bytes": ("gauge", None, ()),
     "postbackd_api_unauthorized": ("counter", "reason", UNAUTHORIZED_REASONS),
 }
 

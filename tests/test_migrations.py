@@ -5,13 +5,17 @@ A change to the schema is a new migration at the end of the list, with a new lin
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+from pathlib import Path
 
+from postbackd.store.db import DB_NAME, open_database
 from postbackd.store.migrations import MIGRATIONS
 
 RELEASED = {
     1: "6555b69bcaa1a2e2e81438dc4cc8b229d813557cc9a90868553e3ded24b0e03a",
     2: "790656287fbedc1e1ff63686b33c8cebaaef6478216c68800defd811e4fca4c8",
     3: "6f1860a231de3276d3ab9376bc9797825100a9ead5089a71ae8c9bd72935ffc7",
+    4: "e1a6a1d7ab08d8fec673253135fbc6b40f31c9c060d55a4ddbb286ed25c5a796",
 }
 
 
@@ -28,3 +32,28 @@ def test_released_migrations_never_change() -> None:
 
 def test_every_migration_is_pinned() -> None:
     assert len(MIGRATIONS) == len(RELEASED), "a new migration needs its checksum in RELEASED"
+
+
+async def test_a_database_of_an_earlier_release_is_upgraded(tmp_path: Path) -> None:
+    # A database as 0.1.0 left it (schema 2): pending deliveries without a lane.
+    path = tmp_path / DB_NAME
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version, script in enumerate(MIGRATIONS[:2], start=1):
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+    conn.execute(
+        "INSERT INTO deliveries (id, event_id, postback_id, app_id, network, event_name,"
+        " x_app_id, conversion_type, x_account_id, retry_attempts, state, first_due_ms, due_ms,"
+        " updated_ms) VALUES (1, 'e', 'p', 'a', 'x_ios', 'purchase', '1', 'PURCHASE', 'acct',"
+        " 3, 'ready', 1, 1, 1)"
+    )
+    conn.close()
+    upgraded = await open_database(tmp_path)
+    try:
+        async with upgraded.execute("SELECT lane FROM deliveries") as cur:
+            assert await cur.fetchall() == [("acct",)]
+        async with upgraded.execute("PRAGMA auto_vacuum") as cur:
+            assert await cur.fetchone() == (2,)  # INCREMENTAL, after one VACUUM
+        async with upgraded.execute("PRAGMA user_version") as cur:
+            assert await cur.fetchone() == (len(MIGRATIONS),)
+    finally:
+        await upgraded.close()

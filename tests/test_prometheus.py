@@ -31,9 +31,11 @@ import pytest
 from conftest import ACCOUNT_ID, Api, daemon_settings, mock_config, seed_config
 from postbackd.daemon import Daemon
 from postbackd.errors import StoreUnavailable
+from postbackd.janitor import Janitor
 from postbackd.metrics import Metrics
 from postbackd.mockx.app import start_mock
 from postbackd.mockx.config import MockAccount
+from postbackd.store.db import DB_NAME
 from postbackd.store.writer import Writer
 from procs import OTHER_ACCOUNT
 
@@ -264,6 +266,17 @@ def disk_full(conn: sqlite3.Connection) -> None:
     raise error
 
 
+async def sweep_everything_final(daemon: Daemon) -> None:
+    """The daemon's janitor as it would sweep once every finished event has aged out."""
+    data_dir = daemon.settings.data_dir
+    janitor = Janitor(
+        daemon_writer(daemon), data_dir / DB_NAME, daemon.metrics, event_retention_s=0.001,
+        attribution_retention_s=0.001, now_ms=lambda: int(time.time() * 1000) + 1000,
+    )  # fmt: skip
+    deleted = await janitor.sweep()
+    assert deleted.events > 0
+
+
 def daemon_writer(daemon: Daemon) -> Writer:
     writer = daemon._writer
     assert writer is not None
@@ -380,6 +393,9 @@ async def test_every_panel_shows_data_scraped_by_a_real_prometheus(tmp_path: Pat
             await prom.wait_for(
                 'postbackd_queue_depth{state="held"} > 0', "held deliveries counted by the daemon"
             )
+            await prom.scraped_since(time.time())
+            # Time passes: a sweep with a retention of a millisecond deletes what is final.
+            await sweep_everything_final(daemon)
             await prom.scraped_since(time.time())
 
             span_s = int(time.monotonic() - started) + 10

@@ -31,6 +31,7 @@ from postbackd.delivery.devices import DeviceNetworks
 from postbackd.delivery.engine import Engine
 from postbackd.delivery.intake import Intake
 from postbackd.errors import PostbackdError
+from postbackd.janitor import Janitor, store_bytes
 from postbackd.metrics import Metrics
 from postbackd.model import XAccount
 from postbackd.settings import Settings
@@ -70,6 +71,7 @@ class Daemon:
         self._writer: Writer | None = None
         self._reader: Reader | None = None
         self._depth_task: asyncio.Task[None] | None = None
+        self._janitor_task: asyncio.Task[None] | None = None
         self._started = 0.0
         self.catalog: Catalog
         self.engine: Engine | None = None
@@ -158,6 +160,13 @@ class Daemon:
         await engine.start()
         counts = await engine.refresh_queue_depth()
         self._depth_task = asyncio.create_task(self._refresh_depth(), name="queue-depth")
+        janitor = Janitor(
+            writer, path, self.metrics,
+            event_retention_s=s.event_retention_s, attribution_retention_s=s.attribution_keep_s,
+            now_ms=engine.now_ms,
+        )  # fmt: skip
+        self._janitor_task = asyncio.create_task(janitor.run(), name="janitor")
+        self._janitor_task.add_done_callback(self._part_ended)
         self.ready = True
         log.info(
             "ready: listening on http://%s:%d (%d apps, %d trackers, %d postbacks; "
@@ -172,10 +181,20 @@ class Daemon:
             counts.get("dead", 0),
         )
 
+    def _part_ended(self, task: asyncio.Task[None]) -> None:
+        """A part that runs for the daemon's whole life ended: it cannot go on without it."""
+        if not task.cancelled() and self.ready:
+            error = task.exception() or RuntimeError(f"{task.get_name()} ended")
+            log.critical("%s stopped", task.get_name(), exc_info=error)
+            self.fail(error)
+
     async def _refresh_depth(self) -> None:
-        """Queue depth by state for the metrics; a count, so kept off the hot path."""
+        """Queue depth by state and the store's size for the metrics; counts, so kept off
+        the hot path."""
         assert self.engine is not None
+        db_path = self.settings.data_dir / DB_NAME
         while True:
+            self.metrics.store_bytes.set(store_bytes(db_path))
             await asyncio.sleep(_DEPTH_REFRESH_S)
             try:
                 await self.engine.refresh_queue_depth()
@@ -223,8 +242,9 @@ class Daemon:
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None
-            if self._depth_task is not None:
-                self._depth_task.cancel()
+            for task in (self._depth_task, self._janitor_task):
+                if task is not None:
+                    task.cancel()
             if self.engine is not None:
                 await self.engine.stop(self.settings.shutdown_grace_s)
         finally:

@@ -12,7 +12,8 @@ What each metric answers for an operator (the dashboard's rows, grafana/dashboar
     rate limiting      rate_limit_wait_seconds, x_answers{kind="rate_limited"} (429)
     one account bad?   x_accounts_circuit_open (accounts whose own circuit is open)
     the process        process_* (restarts, memory, CPU, open files), build_info,
-                       store_errors (commits that failed: disk full, I/O errors)
+                       store_errors (commits that failed: disk full, I/O errors),
+                       store_bytes and retention_deleted (disk use kept flat by the janitor)
     who knocks?        api_unauthorized (requests refused for a missing or wrong token)
 """
 
@@ -42,6 +43,7 @@ X_ANSWER_KINDS: Final = tuple(kind.value for kind in ResponseKind)
 DELIVERY_OUTCOMES: Final = ("delivered", "skipped", "held", "retried", "dead", "cancelled")
 CLAIM_OUTCOMES: Final = OUTCOMES
 ENGAGEMENT_TYPES: Final = (CLICK, VIEW)
+RETENTION_KINDS: Final = ("events", "deliveries", "claims", "attributions", "devices")
 QUEUE_STATES: Final = ("scheduled", "ready", "in_flight", "held", "dead")
 # Why a request to a guarded path was refused with 401: no Authorization header, or one that
 # is not the daemon's bearer token.
@@ -152,6 +154,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.retention_deleted = Counter(
+            "postbackd_retention_deleted_total",
+            "Rows the janitor deleted once aged out (retention_days, attribution_retention_days)"
+            ", by kind: events, deliveries, claims, attributions, devices",
+            ["kind"],
+            registry=r,
+        )
+        self.store_bytes = Gauge(
+            "postbackd_store_bytes",
+            "Size of the store's files on disk (database, WAL and shared memory)",
+            registry=r,
+        )
         # Pre-create every label child so that each series reads 0 from the first scrape.
         for labels, values in (
             (self.events_received, EVENT_RESULTS),
@@ -163,6 +177,7 @@ class Metrics:
             (self.queue_depth, QUEUE_STATES),
             (self.circuit_state, CIRCUIT_STATES),
             (self.store_errors, STORE_ERROR_KINDS),
+            (self.retention_deleted, RETENTION_KINDS),
             (self.api_unauthorized, UNAUTHORIZED_REASONS),
         ):
             for value in values:

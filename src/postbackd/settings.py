@@ -274,6 +274,31 @@ class Settings:
         default=1.0,
         metadata=_meta("time between probes while the circuit is open", _positive),
     )
+    retention_days: int = field(
+        default=30,
+        metadata=_meta(
+            "days events are kept once every delivery of theirs is final (delivered, "
+            "skipped, dead, cancelled); deleted with their deliveries and claims",
+            _at_least(1),
+        ),
+    )
+    attribution_retention_days: int = field(
+        default=400,
+        metadata=_meta("days attributions and device state are kept", _at_least(1)),
+    )
+    retention_s: float | None = field(
+        default=None,
+        metadata=_meta(
+            "retention_days in seconds, overriding it (for tests and benchmarks)", _positive
+        ),
+    )
+    attribution_retention_s: float | None = field(
+        default=None,
+        metadata=_meta(
+            "attribution_retention_days in seconds, overriding it (for tests and benchmarks)",
+            _positive,
+        ),
+    )
     shutdown_delay_s: float = field(
         default=0.0,
         metadata=_meta(
@@ -290,6 +315,16 @@ class Settings:
     def account_max_in_flight(self) -> int:
         """The per-account cap in effect (PRODUCT.md 2, "Isolation")."""
         return self.x_account_max_in_flight or max(1, self.x_max_connections // 4)
+
+    @property
+    def event_retention_s(self) -> float:
+        """How long finished events are kept (PRODUCT.md 2, "Retention")."""
+        return self.retention_s or self.retention_days * 86_400.0
+
+    @property
+    def attribution_keep_s(self) -> float:
+        """How long attributions and device state are kept."""
+        return self.attribution_retention_s or self.attribution_retention_days * 86_400.0
 
     @property
     def secret_keys(self) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 DB_NAME: Final = "postbackd.sqlite3"
+INCREMENTAL: Final = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 
 
 class SchemaTooNew(RuntimeError):
@@ -64,9 +65,20 @@ async def migrate(conn: aiosqlite.Connection) -> int:
             f"the database is at schema version {version}, newer than this postbackd "
             f"knows ({len(MIGRATIONS)}); upgrade postbackd"
         )
+    if version == 0:
+        # A new database: pages freed by the janitor go back to the file system (migration
+        # 4 asks for it too; set before the first table, it needs no VACUUM).
+        await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
         # executescript commits on its own; the version bump sits inside the script so that
         # a crash leaves either the old or the new schema.
         await conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;")
         log.info("database schema migrated to version %d", target)
+    async with conn.execute("PRAGMA auto_vacuum") as cur:
+        row = await cur.fetchone()
+    if row is not None and row[0] != INCREMENTAL:
+        # A database made before migration 4: the setting takes effect with one VACUUM,
+        # which rewrites the file (it takes as long as a backup, and as much free disk).
+        log.info("reclaiming space: VACUUM once for incremental auto_vacuum (migration 4)")
+        await conn.execute("VACUUM")
     return len(MIGRATIONS)

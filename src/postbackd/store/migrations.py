@@ -171,4 +171,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX deliveries_held_group ON deliveries(postback_id, x_account_id)
         WHERE state = 'held';
     """,
+    # 4: retention (PRODUCT.md 2, "Retention"). Pages the janitor frees go back to the file
+    # system: auto_vacuum INCREMENTAL (a database made before this migration is vacuumed
+    # once after it, which store/db.py does: VACUUM cannot run inside a transaction).
+    # Device state is found by its age.
+    """
+    PRAGMA auto_vacuum = INCREMENTAL;
+    CREATE INDEX devices_attributed ON devices(attributed_ms);
+    """,
 )
