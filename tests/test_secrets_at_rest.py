@@ -166,14 +166,15 @@ async def test_keys_rotate_and_a_missing_or_wrong_key_is_refused_in_one_line(
     code, lines = await refused_start(data_dir, mock.url)
     assert code != 0
     assert lines[-1] == (
-        "postbackd: error: the X account tokens in the database are encrypted and secret_key "
-        "(POSTBACKD_SECRET_KEY) is not set: set it to the key they were encrypted with"
+        "postbackd: error: cannot start: the X account tokens in the database are encrypted "
+        "and secret_key (POSTBACKD_SECRET_KEY) is not set: set it to the key they were "
+        "encrypted with"
     )
     code, lines = await refused_start(data_dir, mock.url, POSTBACKD_SECRET_KEY=KEY_2)
     assert code != 0
     assert lines[-1].startswith(
-        "postbackd: error: no key in secret_key (POSTBACKD_SECRET_KEY) decrypts the X account "
-        "tokens in the database"
+        "postbackd: error: cannot start: no key in secret_key (POSTBACKD_SECRET_KEY) decrypts "
+        "the X account tokens in the database"
     )
     for refused in (lines, (await refused_start(data_dir, mock.url))[1]):
         assert not [line for line in refused if "Traceback" in line]

@@ -22,13 +22,14 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 from collections.abc import Callable, Collection, Iterable
 from functools import partial
 from typing import Final
 
 from postbackd.catalog import Catalog
 from postbackd.clock import Clock, SystemClock, now_ms
-from postbackd.errors import NotFound
+from postbackd.errors import NotFound, StoreUnavailable
 from postbackd.event import Event
 from postbackd.logs import RateLimitedLog
 from postbackd.metrics import DELIVERY_OUTCOMES, STATUS_CLASSES, Metrics
@@ -170,6 +171,7 @@ class Engine:
 
     async def stop(self, grace_s: float) -> None:
         """Stop picking work, give in-flight requests `grace_s` to finish, keep the rest."""
+        deadline = asyncio.get_running_loop().time() + grace_s
         self._stopping = True
         lane_tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         for task in (*self._tasks, *lane_tasks):
@@ -189,7 +191,8 @@ class Engine:
                 )
         await asyncio.gather(*self._tasks, *lane_tasks, return_exceptions=True)
         # What X answered before the stop is recorded now, not sent again after the start.
-        unwritten = await self._recorder.drain(max(grace_s, 1.0))
+        left_s = deadline - asyncio.get_running_loop().time()
+        unwritten = await self._recorder.drain(max(left_s, 1.0))
         if unwritten:
             log.warning(
                 "%d delivery results could not be recorded (the store fails); those "
@@ -381,7 +384,7 @@ class Engine:
             raise
         except Exception:
             log.exception("delivery %d failed unexpectedly; it will be retried", d.id)
-            settle(False)
+            settle(None)  # a fault of ours, not of X: no breaker counts it
             self._finish(d, outcomes.retry_or_dead(
                 d, None, "internal error", lane.account_id, self._retry, self._rng, self.now_ms()
             ))  # fmt: skip
@@ -440,9 +443,14 @@ class Engine:
                 marked = await self._catalog.record_authentication(
                     account.id, False, reason, sent_with=account
                 )
+                current = marked is not None
             except NotFound:
-                marked = None  # deleted meanwhile: the rule decides again
-            current = marked is not None
+                current = False  # deleted meanwhile: the rule decides again
+            except (sqlite3.Error, StoreUnavailable) as exc:
+                # Not recorded (the store fails): the delivery is held all the same; the
+                # account's next 401 records it once the store writes again.
+                self._warn.warning("401-store", f"could not mark X account {account.id}: {exc}")
+                current = True
             if current and account.authenticated:
                 self._warn.warning(
                     f"401:{account.id}", f"X account {account.id} unauthenticated: {reason}"
