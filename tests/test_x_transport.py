@@ -23,7 +23,7 @@ from postbackd.mockx.app import start_mock
 from postbackd.mockx.script import hash_device_id
 from postbackd.x.client import XClient
 from postbackd.x.oauth import OAuth1Signer, encode_pairs
-from postbackd.x.response import RateLimitInfo, XResponse
+from postbackd.x.response import NoAnswer, RateLimitInfo, XResponse
 from postbackd.x.transport import Http1Pool
 from test_x_client import (
     CONSUMER_KEY,
@@ -80,6 +80,7 @@ class RawServer:
         max_connections: int = 4,
         timeout_s: float = 2.0,
         ssl_context: ssl.SSLContext | None = None,
+        **limits: float,
     ) -> Http1Pool:
         return Http1Pool(
             self.url,
@@ -87,6 +88,7 @@ class RawServer:
             timeout_s=timeout_s,
             user_agent="test/1",
             ssl_context=ssl_context,
+            **limits,  # type: ignore[arg-type]
         )
 
     async def read_request(self, reader: asyncio.StreamReader) -> bytes | None:
@@ -348,6 +350,58 @@ async def test_the_most_recently_used_connection_goes_first() -> None:
         await pool.close()
     assert server.connections == 3
     assert len(set(server.request_connections[burst:])) == 1
+
+
+async def test_a_wait_for_a_connection_is_bounded_and_sends_nothing() -> None:
+    # PRODUCT.md 2, "Isolation": a pool taken by slow requests makes the next one wait at
+    # most pool_timeout_s; it then fails as never sent (X saw nothing: no retry used).
+    release = asyncio.Event()
+
+    async def handler(server: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while await server.read_request(r) is not None:
+            await release.wait()
+            w.write(OK)
+
+    async with RawServer(handler) as server:
+        pool = server.pool(max_connections=1, pool_timeout_s=0.1)
+        slow = asyncio.create_task(post(pool))
+        await asyncio.sleep(0.02)
+        waited = await post(pool)
+        assert waited.status == 0 and waited.failure is NoAnswer.POOL_TIMEOUT
+        assert not waited.sent and "no pooled connection" in (waited.error or "")
+        release.set()
+        assert (await slow).status == 200
+        assert (await post(pool)).status == 200  # the place was not lost
+        await pool.close()
+    assert len(server.requests) == 2
+
+
+async def test_idle_connections_expire() -> None:
+    async with RawServer(answer_each(OK)) as server:
+        pool = server.pool(max_connections=2, keepalive_expiry_s=0.05)
+        assert (await post(pool)).status == 200
+        assert (await post(pool)).status == 200  # reused while fresh
+        await asyncio.sleep(0.1)
+        assert (await post(pool)).status == 200  # a new connection after the expiry
+        await pool.close()
+    assert server.request_connections == [1, 1, 2]
+
+
+async def test_an_answer_over_the_size_cap_fails_the_request() -> None:
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+
+    async def handler(server: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while await server.read_request(r) is not None:
+            w.write(big if server.connections == 1 else OK)  # too big on the first connection
+
+    async with RawServer(handler) as server:
+        pool = server.pool(max_connections=1, max_answer_bytes=1000)
+        response = await post(pool)
+        assert response.status == 0 and response.failure is NoAnswer.CONNECTION
+        assert "over 1000 bytes" in (response.error or "")
+        assert (await post(pool)).status == 200  # on a new connection
+        await pool.close()
+    assert server.connections == 2
 
 
 # --- Failures
@@ -682,6 +736,9 @@ ON_UVLOOP: list[Callable[[], Awaitable[None]]] = [
     test_waiting_requests_are_served_in_order,
     test_cancelled_waiters_give_up_their_place,
     test_the_most_recently_used_connection_goes_first,
+    test_a_wait_for_a_connection_is_bounded_and_sends_nothing,
+    test_idle_connections_expire,
+    test_an_answer_over_the_size_cap_fails_the_request,
     test_idle_connection_closed_by_the_server_is_replaced,
     test_close_racing_a_request_on_a_reused_connection_is_retried_once,
     test_reset_in_the_middle_of_an_answer,
