@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Generic, TypeVar, cast
+from typing import Any, Final, Generic, TypeVar, cast
 
 from postbackd.errors import Invalid
 
@@ -27,7 +27,7 @@ R = TypeVar("R")
 _MISSING: Final = object()
 NAME_MAX: Final = 200
 
-Schema = dict[str, object]
+Schema = dict[str, Any]
 
 
 def type_name(value: object) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final, TextIO
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 ROOT_LOGGER: Final = "postbackd"
 LEVELS: Final = {
@@ -130,6 +131,28 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class ClientMistakes(logging.Filter):
+    """aiohttp logs a request it cannot parse (a NUL in a header, a bad chunk size) with a
+    traceback at ERROR, although it answers 400 and the fault is the client's: any client
+    could fill the log with tracebacks. Such a record becomes one DEBUG line, as aiohttp
+    itself does for an unknown method."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            message = record.getMessage()
+            record.msg, record.args = "%s: %s", (message, " ".join(str(error).split()))
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def quiet_client_mistakes() -> None:
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientMistakes) for f in server.filters):
+        server.addFilter(ClientMistakes())
+
+
 def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
     """Send the "postbackd" hierarchy to `stream` (stderr by default); calling again replaces."""
     if level not in LEVELS:
@@ -149,6 +172,7 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Non
     logger.setLevel(LEVELS[level])
     # The daemon owns its output: no second copy through whatever the root logger has.
     logger.propagate = False
+    quiet_client_mistakes()
 
 
 @dataclass(slots=True)

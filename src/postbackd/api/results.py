@@ -30,6 +30,8 @@ def _item(row: Row) -> dict[str, Any]:
 
 
 MAX_REPLAY_IDS: Final = 100_000
+# Delivery ids are SQLite integers; a larger number is no delivery (and SQLite cannot bind it).
+MAX_DELIVERY_ID: Final = 2**63 - 1
 DELIVERY_FILTERS: Final = ("state",)
 ATTRIBUTION_FILTERS: Final = ("app_id", "tracker_id")
 REPORT_FILTERS: Final = ("app_id",)
@@ -102,7 +104,7 @@ class ResultRoutes:
         if ids is not None and (
             not isinstance(ids, list)
             or len(ids) > MAX_REPLAY_IDS
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+            or not all(type(i) is int and 0 <= i <= MAX_DELIVERY_ID for i in ids)
         ):
             raise Invalid(f"ids must be a list of at most {MAX_REPLAY_IDS} delivery ids",
                           field="ids")  # fmt: skip
