@@ -756,7 +756,16 @@ def _ingest_path(max_body_bytes: int, max_items: int) -> dict[str, Any]:
                     },
                 },
                 "responses": {
-                    "202": _json(_ref("IngestAnswer"), "What was accepted."),
+                    "202": {
+                        **_json(_ref("IngestAnswer"), "What was accepted."),
+                        "links": {
+                            "GetEvent": {
+                                "operationId": "getEvent",
+                                "parameters": {"event_id": "$response.body#/event_ids/0"},
+                            },
+                            "Deliveries": {"operationId": "listDeliveries"},
+                        },
+                    },
                     "400": _json(
                         {
                             "oneOf": [
