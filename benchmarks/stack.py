@@ -55,11 +55,17 @@ class Stack:
         return time.monotonic() - started
 
     async def deliveries(self, state: str) -> list[dict[str, object]]:
-        """The newest deliveries in `state` (at most 10,000), from the results API."""
+        """Every delivery in `state`, from the results API, page after page."""
+        items: list[dict[str, object]] = []
         url = f"{self.api}/api/v1/deliveries?state={state}&limit=10000"
-        async with self.session.get(url, headers=workload.api_headers()) as answer:
-            items: list[dict[str, object]] = (await answer.json())["items"]
-        return items
+        cursor = ""
+        while True:
+            async with self.session.get(url + cursor, headers=workload.api_headers()) as answer:
+                page = await answer.json()
+            items += page["items"]
+            if "next" not in page:
+                return items
+            cursor = f"&cursor={page['next']}"
 
     async def x_config(self, **changes: object) -> None:
         async with self.session.patch(f"{self.x_url}/_mock/config", json=changes) as answer:

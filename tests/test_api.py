@@ -346,7 +346,11 @@ async def test_unknown_paths_and_methods_answer_json(running: Running) -> None:
     assert status == 405
     assert body["error"]["code"] == "method_not_allowed"  # as the README's error table says
     status, body = await running.api.request("GET", "/api/v1/apps?colour=red")
-    assert (status, body["error"]["code"], body["error"]["field"]) == (400, "bad_request", "colour")
+    assert (status, body["error"]["code"], body["error"]["field"]) == (
+        400,
+        "invalid_parameter",
+        "colour",
+    )
 
 
 async def test_configuration_survives_restart(tmp_path: Any, mock_x: MockX) -> None:

@@ -85,3 +85,15 @@ async def test_random_bodies_never_make_a_500(running: Running) -> None:
     # Still serving, and the configuration is intact.
     assert await api.ok("GET", "/healthz", auth=False) == {"status": "ok"}
     assert (await api.ok("GET", f"/api/v1/apps/{ids['apps']}"))["id"] == ids["apps"]
+
+
+async def test_replay_refuses_ids_no_delivery_can_have(running: Running) -> None:
+    # Found by schemathesis: an id above SQLite's integer range was a 500.
+    for ids in ([2**63], [2**64 - 1], [-1], [1.5], [True], ["1"]):
+        status, body = await running.api.request(
+            "POST", "/api/v1/deliveries/replay", json={"ids": ids}
+        )
+        assert status == 422, (ids, body)
+        assert body["error"]["field"] == "ids"
+    answer = await running.api.ok("POST", "/api/v1/deliveries/replay", json={"ids": [2**63 - 1]})
+    assert answer == {"replayed": 0}

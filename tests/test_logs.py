@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 
 from postbackd.logs import RateLimitedLog, configure_logging, log_fields, redact, register_secret
+from procs import start_daemon, start_mock
 
 TEXT_LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<rest>.*)$"
@@ -206,3 +210,25 @@ def test_many_secrets_registered_at_once_are_all_redacted() -> None:
     tokens = [f"{i}-many-token-{i:06d}" for i in range(500)]
     register_secret(*tokens)
     assert redact(f"a {tokens[0]} b {tokens[499]} c") == "a *** b *** c"
+
+
+async def test_a_malformed_request_is_answered_400_without_a_traceback(tmp_path: Path) -> None:
+    # Found by schemathesis: a NUL byte in a header made aiohttp log a traceback at ERROR,
+    # so any client could fill the daemon's log with them.
+    mock = await start_mock()
+    daemon = await start_daemon(tmp_path / "data", mock.url)
+    try:
+        host, port = daemon.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Probe: \x00\r\n\r\n")
+        await writer.drain()
+        status_line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        assert status_line.split()[1] == b"400", status_line
+        async with aiohttp.ClientSession() as s, s.get(f"{daemon.url}/healthz") as r:
+            assert r.status == 200
+    finally:
+        await daemon.stop()
+        await mock.stop()
+    assert "Traceback" not in daemon.log, daemon.log

@@ -8,13 +8,14 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import aiosqlite
 
 from postbackd import ids, rules
 from postbackd.errors import Conflict, Invalid, NotFound
-from postbackd.fields import Reader, refuse_present, refuse_unknown
+from postbackd.fields import Form
 from postbackd.index import Index
 from postbackd.model import App, Campaign, Entity, Postback, Segment, Tracker, XAccount
 from postbackd.store import config as store
@@ -23,25 +24,20 @@ from postbackd.store.sealing import Sealer, seal_stored_tokens
 log = logging.getLogger(__name__)
 
 Check = Callable[[Mapping[str, object], Index, Any], Entity]
-_READ_ONLY: Final = ("created_at",)
 
 
 @dataclass(frozen=True, slots=True)
 class Kind:
-    """One entity kind of the admin API and how a request may change it."""
+    """One entity kind of the admin API: its path, its rules and its request fields."""
 
     name: str  # as in the API path
-    label: str  # as in messages
     cls: type[Entity]
     check: Check
-    create_fields: frozenset[str]
-    # Fields that identify the object and cannot change after create (PRODUCT.md 3, PATCH).
-    immutable: frozenset[str]
-    read_only: frozenset[str] = frozenset()
+    form: Form
 
     @property
-    def patch_fields(self) -> frozenset[str]:
-        return self.create_fields - self.immutable
+    def label(self) -> str:  # as in messages
+        return self.form.label
 
     def entities(self, index: Index) -> dict[str, Entity]:
         return getattr(index, _INDEX_ATTR[self.cls])  # type: ignore[no-any-return]
@@ -56,39 +52,17 @@ _INDEX_ATTR: Final[dict[type[Entity], str]] = {
     Postback: "postbacks",
 }
 
-_TRACKER_FIELDS: Final = frozenset(
-    {
-        "app_id", "segment_id", "name", "type", "network", "default", "x_account_ids",
-        "bundle_id", "target_event", "post_engagement_window_days", "post_view_window_days",
-        "event_matching_event",
-    }
-)  # fmt: skip
-
 KINDS: Final[dict[str, Kind]] = {
     k.name: k
     for k in (
-        Kind("apps", "app", App, rules.check_app,
-             frozenset({"id", "name", "platform", "bundle_id"}), frozenset({"id", "platform"})),
-        Kind("x-accounts", "X account", XAccount, rules.check_account,
-             frozenset({"id", "name", "access_token", "access_token_secret", "ammp"}),
-             frozenset({"id"}),
-             frozenset({"authenticated", "authenticated_at", "last_auth_error"})),
-        Kind("campaigns", "campaign", Campaign, rules.check_campaign,
-             frozenset({"app_id", "name"}), frozenset({"app_id"})),
-        Kind("segments", "segment", Segment, rules.check_segment,
-             frozenset({"campaign_id", "name"}), frozenset({"campaign_id"})),
-        Kind("trackers", "tracker", Tracker, rules.check_tracker,
-             # campaign_name / segment_name: create the campaign and segment on the fly.
-             _TRACKER_FIELDS | {"campaign_name", "segment_name"},
-             frozenset({"app_id", "network", "campaign_name", "segment_name"}),
-             frozenset({"id"})),
-        Kind("postbacks", "postback", Postback, rules.check_postback,
-             frozenset({"app_id", "network", "event_name", "x_app_id", "conversion_type",
-                        "x_account_id", "delivery_delay_s", "retry_attempts",
-                        "delivery_method", "enabled"}),
-             frozenset({"app_id", "network", "event_name"})),
+        Kind("apps", App, rules.check_app, rules.APP),
+        Kind("x-accounts", XAccount, rules.check_account, rules.X_ACCOUNT),
+        Kind("campaigns", Campaign, rules.check_campaign, rules.CAMPAIGN),
+        Kind("segments", Segment, rules.check_segment, rules.SEGMENT),
+        Kind("trackers", Tracker, rules.check_tracker, rules.TRACKER),
+        Kind("postbacks", Postback, rules.check_postback, rules.POSTBACK),
     )
-}  # fmt: skip
+}
 
 
 def _fields(entity: Entity) -> dict[str, object]:
@@ -138,10 +112,7 @@ class Catalog:
         return entity
 
     async def create(self, kind: Kind, data: Mapping[str, object]) -> Saved:
-        refuse_unknown(
-            data, kind.create_fields, kind.label, also_known=kind.read_only | set(_READ_ONLY)
-        )
-        refuse_present(data, kind.read_only | set(_READ_ONLY), "is set by postbackd")
+        kind.form.check_names(data)
         async with self._lock:
             index = self.index
             changes: list[store.Change] = []
@@ -152,14 +123,11 @@ class Catalog:
             return await self._commit(kind, entity, changes, "insert", index)
 
     async def update(self, kind: Kind, entity_id: str, data: Mapping[str, object]) -> Saved:
-        refuse_unknown(
-            data, kind.create_fields, kind.label, also_known=kind.read_only | set(_READ_ONLY)
-        )
-        refuse_present(data, kind.read_only | set(_READ_ONLY), "is set by postbackd")
+        kind.form.check_names(data)
         async with self._lock:
             existing = self.get(kind, entity_id)
             current = _fields(existing)
-            for name in kind.immutable:
+            for name in sorted(kind.form.immutable):
                 if name in data and data[name] != current.get(name):
                     raise Invalid(
                         f"{name} cannot change once the {kind.label} exists",
@@ -216,6 +184,7 @@ class Catalog:
         op: store.Op,
         index: Index,
     ) -> Saved:
+        *changes, (_, entity) = _in_creation_order([*changes, (op, entity)], self.index)
         replaced = rules.replaced_default(entity, index) if isinstance(entity, Tracker) else None
         if replaced is not None:
             # The old default loses its flag first: one default per (app, network).
@@ -237,16 +206,16 @@ class Catalog:
         self, data: Mapping[str, object], index: Index
     ) -> tuple[dict[str, object], list[store.Change]]:
         """Seed: "Select the desired Campaign & Segment, or create new ones"."""
-        r = Reader(data)
-        if "campaign_name" not in data:
+        form = rules.TRACKER
+        campaign_name = form.text("campaign_name").read_optional(data)
+        if campaign_name is None:
             raise Invalid(
                 "segment_id is required (or campaign_name and segment_name to create them)",
                 field="segment_id",
                 code="required",
             )
-        app_id = r.string("app_id", max_len=100)
-        campaign_name = r.string("campaign_name")
-        segment_name = r.optional_string("segment_name") or "Default"
+        app_id = form.text("app_id").read(data)
+        segment_name = form.text("segment_name").read_optional(data) or "Default"
         changes: list[store.Change] = []
         campaign = next(
             (c for c in index.campaigns.values()
@@ -332,6 +301,34 @@ def _bundle_followers(existing: Entity, entity: Entity, index: Index) -> list[st
         log.info("app %s bundle_id changed: %d tracker(s) and postback(s) follow it",
                  entity.id, len(changes))  # fmt: skip
     return changes
+
+
+def _later_ms(iso: str) -> str:
+    moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return ids.iso_ms(int(moment.timestamp() * 1000) + 1)
+
+
+def _in_creation_order(changes: list[store.Change], index: Index) -> list[store.Change]:
+    """The inserts with a `created_at` later than that of every object of their kind.
+
+    Configuration lists are ordered by (`created_at`, `id`) and page with a cursor on that
+    key (api/paging.py); a new object must sort after every existing one so that paging
+    while the list grows skips nothing. The wall clock may step back (NTP) or give the same
+    millisecond twice: then the new object takes the next millisecond.
+    """
+    latest: dict[type[Entity], str] = {}
+    out: list[store.Change] = []
+    for op, entity in changes:
+        if op == "insert":
+            cls = type(entity)
+            if cls not in latest:
+                existing = getattr(index, _INDEX_ATTR[cls]).values()
+                latest[cls] = max((e.created_at for e in existing), default="")
+            if entity.created_at <= latest[cls]:
+                entity = dataclasses.replace(entity, created_at=_later_ms(latest[cls]))
+            latest[cls] = entity.created_at
+        out.append((op, entity))
+    return out
 
 
 def _with(index: Index, changes: list[store.Change]) -> Index:

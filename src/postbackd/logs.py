@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 ROOT_LOGGER: Final = "postbackd"
 LEVELS: Final = {
@@ -133,6 +134,28 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class ClientMistakes(logging.Filter):
+    """aiohttp logs a request it cannot parse (a NUL in a header, a bad chunk size) with a
+    traceback at ERROR, although it answers 400 and the fault is the client's: any client
+    could fill the log with tracebacks. Such a record becomes one DEBUG line, as aiohttp
+    itself does for an unknown method."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            message = record.getMessage()
+            record.msg, record.args = "%s: %s", (message, " ".join(str(error).split()))
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def quiet_client_mistakes() -> None:
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientMistakes) for f in server.filters):
+        server.addFilter(ClientMistakes())
+
+
 class ReopenableFileHandler(logging.FileHandler):
     """A log file that `reopen()` opens again by name: after logrotate renamed it, the next
     lines go to a new file of that name (PRODUCT.md 2, "Shutdown": SIGHUP reopens it)."""
@@ -173,6 +196,7 @@ def configure_logging(
     logger.setLevel(LEVELS[level])
     # The daemon owns its output: no second copy through whatever the root logger has.
     logger.propagate = False
+    quiet_client_mistakes()
 
 
 def reopen_log_file() -> bool:

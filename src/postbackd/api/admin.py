@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import bisect
+import typing
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 from aiohttp import web
 
 from postbackd.catalog import KINDS, Catalog, Kind, Saved
 from postbackd.errors import BadRequest, NotFound
-from postbackd.model import Entity, Segment, Tracker, XAccount, public
+from postbackd.model import SECRET_FIELDS, Entity, Segment, Tracker, XAccount, public
 
 from .http import json_response, read_object
+from .paging import PAGING_PARAMETERS, Paging, boolean_of, integer_of, single_values
 
 Authenticate = Callable[[str], Awaitable[XAccount]]
 _SEGMENTS: Final = KINDS["segments"]
@@ -25,17 +28,65 @@ def _shown(saved: Saved) -> dict[str, object]:
     return body
 
 
-def _filtered(kind: Kind, entities: list[Entity], query: dict[str, str]) -> list[Entity]:
-    if not entities and not query:
-        return entities
-    known = set(kind.cls.__dataclass_fields__) - {"access_token", "access_token_secret"}
-    for key in query:
-        if key not in known:
-            raise BadRequest(f"cannot filter {kind.name} by {key!r}", field=key)
-    return [
-        e for e in entities
-        if all(str(getattr(e, k)).lower() == v.lower() for k, v in query.items())
-    ]  # fmt: skip
+def _filter_kind(hint: object) -> str:
+    """How a query value filters a field of this type: bool, int, list (membership) or str."""
+    if hint is bool:
+        return "bool"
+    if hint is int:
+        return "int"
+    if typing.get_origin(hint) is tuple:
+        return "list"
+    return "str"
+
+
+def filter_kinds(kind: Kind) -> dict[str, str]:
+    """Each field a list of `kind` filters on (every field but the secrets), and how."""
+    hints = typing.get_type_hints(kind.cls)
+    return {name: _filter_kind(hint) for name, hint in hints.items() if name not in SECRET_FIELDS}
+
+
+def _matcher(name: str, how: str, text: str) -> Callable[[Entity], bool]:
+    if how == "bool":
+        flag = boolean_of(name, text)
+        return lambda e: getattr(e, name) is flag
+    if how == "int":
+        number = integer_of(name, text)
+        return lambda e: getattr(e, name) == number
+    folded = text.lower()
+    if how == "list":
+        return lambda e: any(v.lower() == folded for v in getattr(e, name))
+    # Text compares case-insensitively; an absent value (null) matches no text.
+    return lambda e: (v := getattr(e, name)) is not None and v.lower() == folded
+
+
+def _creation_key(entity: Entity) -> tuple[str, str]:
+    return (entity.created_at, entity.id)
+
+
+def _page(
+    kind: Kind,
+    list_name: str,
+    entities: Iterable[Entity],
+    query: dict[str, str],
+    fixed: dict[str, str] | None = None,
+) -> dict[str, object]:
+    """One page of a configuration list, in creation order: `created_at`, then `id`."""
+    known = filter_kinds(kind)
+    filters = {k: v for k, v in query.items() if k not in PAGING_PARAMETERS}
+    matchers = []
+    for name, text in filters.items():
+        if name not in known:
+            raise BadRequest(
+                f"cannot filter {kind.name} by {name!r}", field=name, code="invalid_parameter"
+            )
+        matchers.append(_matcher(name, known[name], text))
+    paging = Paging.of(list_name, query, {**filters, **(fixed or {})}, (str, str))
+    matching = sorted((e for e in entities if all(m(e) for m in matchers)), key=_creation_key)
+    start = 0
+    if paging.after is not None:
+        start = bisect.bisect_right(matching, paging.after, key=_creation_key)
+    rows = matching[start : start + paging.limit + 1]
+    return paging.answer(rows, _creation_key, public, total=len(matching))
 
 
 class AdminRoutes:
@@ -64,9 +115,9 @@ class AdminRoutes:
 
     def _list(self, kind: Kind) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
-            entities = list(kind.entities(self.catalog.index).values())
-            items = _filtered(kind, entities, dict(request.query))
-            return json_response({"items": [public(e) for e in items], "count": len(items)})
+            entities = kind.entities(self.catalog.index).values()
+            query = single_values(request.query)
+            return json_response(_page(kind, kind.name, entities, query))
 
         return handler
 
@@ -125,10 +176,14 @@ class AdminRoutes:
 
     async def list_segments(self, request: web.Request) -> web.Response:
         campaign_id = self._campaign_id(request)
-        items = [
-            public(s) for s in self.catalog.index.segments.values() if s.campaign_id == campaign_id
-        ]
-        return json_response({"items": items, "count": len(items)})
+        query = single_values(request.query)
+        if "campaign_id" in query:
+            raise BadRequest(
+                "the campaign is the one in the path", field="campaign_id", code="invalid_parameter"
+            )
+        segments = (s for s in self.catalog.index.segments.values() if s.campaign_id == campaign_id)
+        page = _page(_SEGMENTS, "segments", segments, query, {"campaign_id": campaign_id})
+        return json_response(page)
 
     async def create_segment(self, request: web.Request) -> web.Response:
         campaign_id = self._campaign_id(request)

@@ -13,6 +13,8 @@ from postbackd.metrics import Metrics
 from .admin import AdminRoutes, Authenticate
 from .http import auth_middleware, errors_middleware, json_response
 from .ingest import IngestRoute
+from .openapi import PATH as OPENAPI_PATH
+from .openapi import document
 from .results import ResultRoutes
 
 
@@ -30,7 +32,10 @@ def make_app(
     # client_max_size makes aiohttp refuse larger bodies itself; the middleware turns its
     # 413 into our JSON error.
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(api_token, metrics)],
+        middlewares=[
+            errors_middleware,
+            auth_middleware(api_token, metrics, open_paths={OPENAPI_PATH}),
+        ],
         client_max_size=max_body_bytes,
     )
     AdminRoutes(catalog, authenticate, max_body_bytes).add_to(app)
@@ -47,4 +52,11 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    # Made once: it describes the routes and settings of this process, which do not change.
+    description = document(max_body_bytes=max_body_bytes, max_items=ingest.max_items)
+
+    async def openapi(_: web.Request) -> web.Response:
+        return json_response(description)
+
+    app.router.add_get(OPENAPI_PATH, openapi)
     return app

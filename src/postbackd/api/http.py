@@ -33,8 +33,9 @@ def json_response(data: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type=JSON)
 
 
-def error_response(error: ApiError) -> web.Response:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+    if error.status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return web.Response(
         body=orjson.dumps(error.to_json()),
         status=error.status,
@@ -97,7 +98,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        return error_response(_from_http(e))
+        # A 405 says which methods the path takes (RFC 9110, 15.5.6).
+        allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+        return error_response(_from_http(e), allow)
     except sqlite3.Error as e:
         # The store failed under a configuration change or a read: the request is answered
         # (503, nothing changed), never left hanging (PRODUCT.md 2, "Store failures").
@@ -113,14 +116,19 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 # Everything but health and metrics (which Prometheus scrapes without a token) needs the
 # bearer token: the admin API, the results, and ingest, which would otherwise let anyone
-# who reaches the port make claims at X.
+# who reaches the port make claims at X. `open_paths` are exceptions under those prefixes
+# (the OpenAPI description: no data, and tools read it before they have a token).
 GUARDED: Final = ("/api/", "/track/")
 
 
 def auth_middleware(
-    token: str, metrics: Metrics, refusals: RateLimitedLog | None = None
+    token: str,
+    metrics: Metrics,
+    refusals: RateLimitedLog | None = None,
+    open_paths: frozenset[str] | set[str] = frozenset(),
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Refuse guarded paths without the bearer token; count and log each refusal.
+    """Refuse guarded paths (but `open_paths`) without the bearer token; count and log each
+    refusal.
 
     The log says where the request came from and what it asked for, never what it sent as
     a token (a wrong token is often a real one of another daemon, or a typo of this one's).
@@ -132,7 +140,7 @@ def auth_middleware(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(GUARDED):
+        if request.path.startswith(GUARDED) and request.path not in open_paths:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 reason = "wrong" if given else "missing"

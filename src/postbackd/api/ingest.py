@@ -33,7 +33,7 @@ class IngestRoute:
         self._catalog = catalog
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
-        self._max_items = max_items
+        self.max_items = max_items
         self._on_accepted = on_accepted
         self._skipped = metrics.deliveries.labels("skipped")
         self._held = metrics.deliveries.labels("held")
@@ -42,7 +42,7 @@ class IngestRoute:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await read_body(request, self._max_body_bytes)
-        items = split_body(body, request.content_type, max_items=self._max_items)
+        items = split_body(body, request.content_type, max_items=self.max_items)
         if not items:
             raise BadRequest("the body holds no events", field="body", code="empty_batch")
         now_ms = int(time.time() * 1000)

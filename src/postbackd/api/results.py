@@ -5,37 +5,68 @@ so a long report does not hold up an ingest commit."""
 from __future__ import annotations
 
 import time
-from typing import Final
+from typing import Any, Final, TypeGuard
 
 from aiohttp import web
 
 from postbackd.catalog import Catalog
 from postbackd.delivery.engine import Engine
 from postbackd.delivery.model import STATES
-from postbackd.errors import Invalid, NotFound
+from postbackd.errors import BadRequest, Invalid, NotFound
 from postbackd.store import deliveries as sql
 from postbackd.store import results
 from postbackd.store.reader import Reader
 from postbackd.store.writer import Writer
 
 from .http import json_response, read_object
+from .paging import PAGING_PARAMETERS, Paging, single_values
 
-DEFAULT_LIMIT: Final = 100
-MAX_LIMIT: Final = 10_000
+Row = tuple[tuple[int, ...], dict[str, Any]]
+
+
+def _key(row: Row) -> tuple[int, ...]:
+    return row[0]
+
+
+def _item(row: Row) -> dict[str, Any]:
+    return row[1]
+
+
 MAX_REPLAY_IDS: Final = 100_000
+# Delivery ids are SQLite integers; a larger number is no delivery (and SQLite cannot bind it).
+MAX_DELIVERY_ID: Final = 2**63 - 1
+DELIVERY_FILTERS: Final = ("state",)
+ATTRIBUTION_FILTERS: Final = ("app_id", "tracker_id")
+REPORT_FILTERS: Final = ("app_id",)
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _limit(request: web.Request) -> int:
-    text = request.query.get("limit")
-    if text is None:
-        return DEFAULT_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise Invalid(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
-    return int(text)
+def _query(
+    request: web.Request, filters: tuple[str, ...], *, paged: bool = True
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The query's parameters and, of them, the filters; any other parameter is refused."""
+    query = single_values(request.query)
+    known = (*filters, *(sorted(PAGING_PARAMETERS) if paged else ()))
+    for name in query:
+        if name not in known:
+            raise BadRequest(
+                f"unknown query parameter {name!r} (known: {', '.join(known)})",
+                field=name,
+                code="invalid_parameter",
+            )
+    return query, {k: v for k, v in query.items() if k in filters}
+
+
+def _delivery_ids(ids: object) -> TypeGuard[list[int]]:
+    """A list of delivery ids (SQLite integers), not too long."""
+    return (
+        isinstance(ids, list)
+        and len(ids) <= MAX_REPLAY_IDS
+        and all(type(i) is int and 0 <= i <= MAX_DELIVERY_ID for i in ids)
+    )
 
 
 class ResultRoutes:
@@ -62,14 +93,19 @@ class ResultRoutes:
         app.router.add_get(f"{prefix}/reports/trackers", self.report)
 
     async def deliveries(self, request: web.Request) -> web.Response:
-        state = request.query.get("state")
+        query, filters = _query(request, DELIVERY_FILTERS)
+        state = filters.get("state")
         if state is not None and state not in STATES:
-            raise Invalid(f"state must be one of {', '.join(STATES)}", field="state")
+            raise BadRequest(
+                f"state must be one of {', '.join(STATES)}", field="state", code="invalid_parameter"
+            )
+        shape = (int,) * results.delivery_key_size(state)
+        paging = Paging.of("deliveries", query, filters, shape)
         in_flight = frozenset(self._engine.in_flight_ids())
-        items = await self._reader.call(
-            results.list_deliveries, state, _limit(request), _now_ms(), in_flight
+        rows = await self._reader.call(
+            results.list_deliveries, state, paging.after, paging.limit + 1, _now_ms(), in_flight
         )
-        return json_response({"items": items, "count": len(items)})
+        return json_response(paging.answer(rows, _key, _item))
 
     async def replay(self, request: web.Request) -> web.Response:
         data = await read_object(request, self._max_body_bytes)
@@ -81,11 +117,7 @@ class ResultRoutes:
             raise Invalid('give either "ids" or "state": "dead"', field="ids")
         if "state" in data and data["state"] != "dead":
             raise Invalid('only dead deliveries are replayed: "state": "dead"', field="state")
-        if ids is not None and (
-            not isinstance(ids, list)
-            or len(ids) > MAX_REPLAY_IDS
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-        ):
+        if ids is not None and not _delivery_ids(ids):
             raise Invalid(f"ids must be a list of at most {MAX_REPLAY_IDS} delivery ids",
                           field="ids")  # fmt: skip
         now = _now_ms()
@@ -105,11 +137,7 @@ class ResultRoutes:
             raise Invalid('give either "ids" or "postback_id"', field="ids")
         ids = data.get("ids")
         postback_id = data.get("postback_id")
-        if ids is not None and (
-            not isinstance(ids, list)
-            or len(ids) > MAX_REPLAY_IDS
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-        ):
+        if ids is not None and not _delivery_ids(ids):
             raise Invalid(f"ids must be a list of at most {MAX_REPLAY_IDS} delivery ids",
                           field="ids")  # fmt: skip
         if postback_id is not None and not isinstance(postback_id, str):
@@ -126,14 +154,20 @@ class ResultRoutes:
         return json_response(found)
 
     async def attributions(self, request: web.Request) -> web.Response:
-        q = request.query
-        items = await self._reader.call(
-            results.list_attributions, q.get("app_id"), q.get("tracker_id"), _limit(request)
+        query, filters = _query(request, ATTRIBUTION_FILTERS)
+        paging = Paging.of("attributions", query, filters, (int,))
+        rows = await self._reader.call(
+            results.list_attributions,
+            filters.get("app_id"),
+            filters.get("tracker_id"),
+            paging.after,
+            paging.limit + 1,
         )
-        return json_response({"items": items, "count": len(items)})
+        return json_response(paging.answer(rows, _key, _item))
 
     async def report(self, request: web.Request) -> web.Response:
-        app_id = request.query.get("app_id")
+        _, filters = _query(request, REPORT_FILTERS, paged=False)
+        app_id = filters.get("app_id")
         if app_id is not None and app_id not in self._catalog.index.apps:
             raise NotFound(f"app {app_id!r} does not exist", field="app_id")
         by_tracker = await self._reader.call(results.tracker_report, app_id)

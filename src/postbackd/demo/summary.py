@@ -36,7 +36,6 @@ _LABELS: Final = {
 SKIPPED: Final = "skipped no_device_id"
 TPN_WON: Final = "tpn won after twitter refused sharing"
 _LOOKUPS_IN_FLIGHT: Final = 16
-_MAX_LIST: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +98,7 @@ async def observe(api: Api, plan: Plan, setup: Setup, streamed: Streamed) -> Fig
 
 
 async def _deliveries(api: Api, state: str) -> list[dict[str, Any]]:
-    found = await api.call("GET", f"/api/v1/deliveries?state={state}&limit={_MAX_LIST}")
-    items: list[dict[str, Any]] = found["items"]
-    return items
+    return await api.every(f"/api/v1/deliveries?state={state}")
 
 
 async def _tpn_wins(api: Api, event_ids: list[str]) -> int:

@@ -22,6 +22,8 @@ APP_NAME: Final = "Demo Game"
 APP_STORE_ID: Final = "333903271"
 CAMPAIGN: Final = "Winter promo"
 SEGMENT: Final = "All"
+# Items per page when the demo reads a whole list (the API's largest page).
+PAGE_SIZE: Final = 10_000
 
 
 class DemoError(PostbackdError):
@@ -60,6 +62,19 @@ class Api:
             if response.status != expect:
                 raise DemoError(f"{method} {path} answered {response.status}: {_why(raw)}")
             return orjson.loads(raw) if raw else None
+
+    async def every(self, path: str) -> list[Any]:
+        """Every item of a list, page after page (the list's `next` cursor)."""
+        items: list[Any] = []
+        separator = "&" if "?" in path else "?"
+        url = f"{path}{separator}limit={PAGE_SIZE}"
+        while True:
+            page = await self.call("GET", url)
+            items += page["items"]
+            if "next" not in page:
+                return items
+            # A cursor is base64url: safe in a query string as it is.
+            url = f"{path}{separator}limit={PAGE_SIZE}&cursor={page['next']}"
 
 
 def _why(raw: bytes) -> str:

@@ -60,45 +60,64 @@ def _delivery(row: dict[str, Any], now_ms: int, in_flight: Collection[int] = ())
     }
 
 
+# The lists' orders (api/paging.py): the pending states in their index's order, due time
+# then id, which a delivery that becomes due later sorts after; every other list by id,
+# which new rows sort after.
+BY_DUE: Final = ("scheduled", "ready")
+Key = tuple[int, ...]
+
+
+def delivery_key_size(state: str | None) -> int:
+    return 2 if state in BY_DUE else 1
+
+
 def list_deliveries(
     conn: sqlite3.Connection,
     state: str | None,
+    after: Key | None,
     limit: int,
     now_ms: int,
     in_flight: Collection[int] = (),
-) -> list[dict[str, Any]]:
-    if state == "in_flight":
-        chosen = sorted(in_flight)[:limit]
-        cur = conn.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
-            " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
-            (orjson.dumps(chosen).decode(),),
-        )
-        return [_delivery(r, now_ms, in_flight) for r in _rows(cur)]
-    if state is None:
-        cur = conn.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries ORDER BY id DESC LIMIT ?",
-                           (limit,))  # fmt: skip
-    elif state in ("scheduled", "ready"):
+) -> list[tuple[Key, dict[str, Any]]]:
+    """Up to `limit` deliveries after the key `after`, each with its key, in list order.
+    `in_flight`: the ids whose request is at X (the engine's), listed as such."""
+    flying = orjson.dumps(sorted(in_flight)).decode()
+    if state in BY_DUE:
         op = ">" if state == "scheduled" else "<="
+        due, last = after or (-(2**63), 0)
         cur = conn.execute(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE state IN ('scheduled', 'ready')"
-            f" AND due_ms {op} ? AND id NOT IN (SELECT value FROM json_each(?))"
-            " ORDER BY due_ms, id LIMIT ?",
-            (now_ms, orjson.dumps(sorted(in_flight)).decode(), limit),
+            f" AND due_ms {op} ? AND (due_ms, id) > (?, ?)"
+            " AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY due_ms, id LIMIT ?",
+            (now_ms, due, last, flying, limit),
+        )
+        return [((r["due_ms"], r["id"]), _delivery(r, now_ms)) for r in _rows(cur)]
+    last = after[0] if after else 0
+    if state == "in_flight":
+        cur = conn.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id IN"
+            " (SELECT value FROM json_each(?)) AND id > ? ORDER BY id LIMIT ?",
+            (flying, last, limit),
+        )
+    elif state is None:
+        cur = conn.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id > ? ORDER BY id LIMIT ?",
+            (last, limit),
         )
     elif state in ("held", "dead"):
         # A literal state, so that its partial index serves the query.
         cur = conn.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE state = '{state}'"
-            " ORDER BY id DESC LIMIT ?",
-            (limit,),
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE state = '{state}' AND id > ?"
+            " ORDER BY id LIMIT ?",
+            (last, limit),
         )
     else:
         cur = conn.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?",
-            (state, limit),
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE state = ? AND id > ?"
+            " ORDER BY id LIMIT ?",
+            (state, last, limit),
         )
-    return [_delivery(r, now_ms, in_flight) for r in _rows(cur)]
+    return [((r["id"],), _delivery(r, now_ms, in_flight)) for r in _rows(cur)]
 
 
 def _claim(row: dict[str, Any]) -> dict[str, Any]:
@@ -135,25 +154,30 @@ def event_details(
 
 
 def list_attributions(
-    conn: sqlite3.Connection, app_id: str | None, tracker_id: str | None, limit: int
-) -> list[dict[str, Any]]:
-    where, args = [], []
+    conn: sqlite3.Connection,
+    app_id: str | None,
+    tracker_id: str | None,
+    after: Key | None,
+    limit: int,
+) -> list[tuple[Key, dict[str, Any]]]:
+    """Up to `limit` attributions with an id above `after`, oldest first, each with its key."""
+    where = ["id > ?"]
+    args: list[object] = [after[0] if after else 0]
     if app_id is not None:
         where.append("app_id = ?")
         args.append(app_id)
     if tracker_id is not None:
         where.append("tracker_id = ?")
         args.append(tracker_id)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
     rows = _rows(conn.execute(
         "SELECT id, app_id, device_key AS device_id, network, tracker_id, engagement_type,"
-        f" engagement_time, event_id, delivery_id, created_ms FROM attributions {clause}"
-        " ORDER BY id DESC LIMIT ?",
+        f" engagement_time, event_id, delivery_id, created_ms FROM attributions"
+        f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
         (*args, limit),
     ))  # fmt: skip
     for row in rows:
         row["attributed_at"] = iso_ms(row.pop("created_ms"))
-    return rows
+    return [((row["id"],), row) for row in rows]
 
 
 def tracker_report(conn: sqlite3.Connection, app_id: str | None) -> dict[str, dict[str, Any]]:
