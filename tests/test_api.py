@@ -269,7 +269,8 @@ async def test_delete_in_dependency_order(running: Running) -> None:
     segments = await api.ok("GET", f"/api/v1/campaigns/{campaign_id}/segments")
     assert [s["id"] for s in segments["items"]] == [segment_id]
     await api.ok("DELETE", f"/api/v1/trackers/{tracker['id']}", 204)
-    await api.ok("DELETE", f"/api/v1/postbacks/{seeded['postback']['id']}", 204)
+    deleted = await api.ok("DELETE", f"/api/v1/postbacks/{seeded['postback']['id']}")
+    assert deleted == {"id": seeded["postback"]["id"], "deleted": True, "pending_deliveries": 0}
     await api.ok("DELETE", f"/api/v1/campaigns/{campaign_id}/segments/{segment_id}", 204)
     await api.ok("DELETE", f"/api/v1/campaigns/{campaign_id}", 204)
     await api.ok("DELETE", f"/api/v1/apps/{seeded['app']['id']}", 204)

@@ -416,3 +416,19 @@ async def test_cancel_refuses_what_it_cannot_read(stack: Stack) -> None:
         status, answer = await api.request("POST", "/api/v1/deliveries/cancel", json=body)
         assert status == 422, (body, answer)
         assert answer["error"]["field"] == field, (body, answer)
+
+
+async def test_disabling_or_deleting_a_postback_says_what_still_goes_out(stack: Stack) -> None:
+    api = stack.api
+    seeded = await seed_config(api)
+    postback_id = seeded["postback"]["id"]
+    await api.ok("PATCH", f"/api/v1/postbacks/{postback_id}", json={"delivery_delay_s": 60})
+    await ingest(api, [event(seeded["app"]["id"], n) for n in range(4)])
+    await settled(api, 4, "scheduled")
+    disabled = await api.ok("PATCH", f"/api/v1/postbacks/{postback_id}", json={"enabled": False})
+    assert disabled["enabled"] is False and disabled["pending_deliveries"] == 4
+    deleted = await api.ok("DELETE", f"/api/v1/postbacks/{postback_id}")
+    assert deleted == {"id": postback_id, "deleted": True, "pending_deliveries": 4}
+    # Accepted means durable: they still go out unless cancelled.
+    assert await api.ok("POST", "/api/v1/deliveries/cancel",
+                        json={"postback_id": postback_id}) == {"cancelled": 4}  # fmt: skip

@@ -11,12 +11,14 @@ from aiohttp import web
 
 from postbackd.catalog import KINDS, Catalog, Kind, Saved
 from postbackd.errors import BadRequest, NotFound
-from postbackd.model import SECRET_FIELDS, Entity, Segment, Tracker, XAccount, public
+from postbackd.model import SECRET_FIELDS, Entity, Postback, Segment, Tracker, XAccount, public
 
 from .http import json_response, read_object
 from .paging import PAGING_PARAMETERS, Paging, boolean_of, integer_of, single_values
 
 Authenticate = Callable[[str], Awaitable[XAccount]]
+# Deliveries of a postback that have not gone out yet (scheduled, ready, held).
+PendingDeliveries = Callable[[str], Awaitable[int]]
 _SEGMENTS: Final = KINDS["segments"]
 
 
@@ -90,10 +92,17 @@ def _page(
 
 
 class AdminRoutes:
-    def __init__(self, catalog: Catalog, authenticate: Authenticate, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        authenticate: Authenticate,
+        max_body_bytes: int,
+        pending_deliveries: PendingDeliveries,
+    ) -> None:
         self.catalog = catalog
         self.authenticate = authenticate
         self.max_body_bytes = max_body_bytes
+        self.pending_deliveries = pending_deliveries
 
     def add_to(self, app: web.Application, prefix: str = "/api/v1") -> None:
         for kind in KINDS.values():
@@ -146,13 +155,25 @@ class AdminRoutes:
             saved = await self.catalog.update(kind, entity_id, data)
             if isinstance(saved.entity, XAccount) and not saved.entity.authenticated:
                 saved = Saved(await self.authenticate(saved.entity.id))
-            return json_response(_shown(saved))
+            body = _shown(saved)
+            if isinstance(saved.entity, Postback):
+                # Disabling stops later events only (PRODUCT.md 1): say what still goes out.
+                body["pending_deliveries"] = await self.pending_deliveries(entity_id)
+            return json_response(body)
 
         return handler
 
     def _delete(self, kind: Kind) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
-            await self.catalog.delete(kind, request.match_info["id"])
+            entity_id = request.match_info["id"]
+            await self.catalog.delete(kind, entity_id)
+            if kind.cls is Postback:
+                # Accepted deliveries still go out (accepted means durable): say how many,
+                # and how to stop them (POST /api/v1/deliveries/cancel).
+                pending = await self.pending_deliveries(entity_id)
+                return json_response(
+                    {"id": entity_id, "deleted": True, "pending_deliveries": pending}
+                )
             return web.Response(status=204)
 
         return handler

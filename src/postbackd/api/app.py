@@ -38,7 +38,7 @@ def make_app(
         ],
         client_max_size=max_body_bytes,
     )
-    AdminRoutes(catalog, authenticate, max_body_bytes).add_to(app)
+    AdminRoutes(catalog, authenticate, max_body_bytes, results.pending_deliveries).add_to(app)
     results.add_to(app)
     app.router.add_post("/track/json", ingest.handle)
 

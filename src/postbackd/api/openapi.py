@@ -245,6 +245,7 @@ def _kind_operations(kind: Kind, base: str, tag: str, extra: list[Schema]) -> di
     entity = _ref(_title(kind))
     path_fields = frozenset({"campaign_id"}) if kind.name == "segments" else frozenset()
     answer = _ref(f"{_title(kind)}Saved") if kind.name == "trackers" else entity
+    changed = _ref("PostbackChanged") if kind.name == "postbacks" else answer
     op = _title(kind)
     by_id = {"parameters": {"id": "$response.body#/id"}}
     links = {
@@ -315,7 +316,7 @@ def _kind_operations(kind: Kind, base: str, tag: str, extra: list[Schema]) -> di
                     },
                 },
                 "responses": {
-                    "200": _json(answer, f"The {kind.label} as saved."),
+                    "200": _json(changed, f"The {kind.label} as saved."),
                     **_errors("400", "404", "409", "413", "422", "503"),
                 },
             },
@@ -323,7 +324,11 @@ def _kind_operations(kind: Kind, base: str, tag: str, extra: list[Schema]) -> di
                 "operationId": f"delete{op}",
                 "tags": [tag],
                 "responses": {
-                    "204": {"description": "Deleted."},
+                    **(
+                        {"200": _json(_ref("PostbackDeleted"), "Deleted; what still goes out.")}
+                        if kind.name == "postbacks"
+                        else {"204": {"description": "Deleted."}}
+                    ),
                     **_errors("404", "409", "503"),
                 },
             },
@@ -942,6 +947,29 @@ def document(*, max_body_bytes: int, max_items: int) -> dict[str, Any]:
         },
         "required": [*tracker["required"], "replaced_default"],
     }
+    postback = schemas["Postback"]
+    pending = {
+        "type": "integer",
+        "minimum": 0,
+        "description": "Deliveries of this postback accepted before and not gone out yet "
+        "(scheduled, ready, held): they still go out; POST /api/v1/deliveries/cancel "
+        "with the postback_id stops them.",
+    }
+    schemas["PostbackChanged"] = {
+        **postback,
+        "properties": {**postback["properties"], "pending_deliveries": pending},
+        "required": [*postback["required"], "pending_deliveries"],
+    }
+    schemas["PostbackDeleted"] = _strict(
+        {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "deleted": {"type": "boolean", "const": True},
+                "pending_deliveries": pending,
+            },
+        }
+    )
     schemas.update(
         {
             "Delivery": _strict(_DELIVERY),

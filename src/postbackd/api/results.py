@@ -84,6 +84,10 @@ class ResultRoutes:
         self._catalog = catalog
         self._max_body_bytes = max_body_bytes
 
+    async def pending_deliveries(self, postback_id: str) -> int:
+        """Deliveries of a postback that have not gone out yet (scheduled, ready, held)."""
+        return await self._reader.call(sql.pending_of_postback, postback_id)
+
     def add_to(self, app: web.Application, prefix: str = "/api/v1") -> None:
         app.router.add_get(f"{prefix}/deliveries", self.deliveries)
         app.router.add_post(f"{prefix}/deliveries/replay", self.replay)
