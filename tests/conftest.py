@@ -16,6 +16,8 @@ from postbackd.daemon import Daemon
 from postbackd.mockx.app import start_mock
 from postbackd.mockx.config import MockAccount, MockConfig
 from postbackd.settings import Settings
+from postbackd.store.writer import Writer
+from storekit import migrated
 
 CONSUMER_KEY = "test-consumer-key"
 CONSUMER_SECRET = "test-consumer-secret-0001"
@@ -94,6 +96,15 @@ class Api:
         return body
 
 
+@pytest.fixture
+async def store_writer(tmp_path: Path) -> AsyncIterator[Writer]:
+    """The store's writer on a real, migrated SQLite file of the test's own."""
+    writer = Writer(await migrated(tmp_path))
+    await writer.open()
+    yield writer
+    await writer.close()
+
+
 @dataclass
 class Running:
     daemon: Daemon
@@ -162,3 +173,21 @@ async def seed_config(api: Api, *, platform: str = "ios") -> dict[str, Any]:
         },
     )
     return {"account": account, "app": app, "tracker": tracker, "postback": postback}
+
+
+async def seed_second_account(
+    api: Api, account: tuple[str, str, str], **postback: object
+) -> dict[str, Any]:
+    """A second X account (ID, token, secret) and an app whose postback that account signs
+    (its own x_account_id): the app's claims go through the account's own lane."""
+    account_id, token, secret = account
+    await api.ok("POST", "/api/v1/x-accounts", 201, json={
+        "id": account_id, "name": "Second", "access_token": token, "access_token_secret": secret,
+    })  # fmt: skip
+    app = await api.ok("POST", "/api/v1/apps", 201,
+                       json={"name": "Other", "platform": "ios", "bundle_id": "444"})  # fmt: skip
+    await api.ok("POST", "/api/v1/postbacks", 201, json={
+        "app_id": app["id"], "network": "x_ios", "event_name": "purchase",
+        "conversion_type": "PURCHASE", "x_account_id": account_id, **postback,
+    })  # fmt: skip
+    return app  # type: ignore[no-any-return]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ACCOUNT_ID, ACCOUNT_TOKEN, Api, seed_config
+from conftest import ACCOUNT_ID, ACCOUNT_TOKEN, Api, seed_config, seed_second_account
 from procs import (
     OTHER_ACCOUNT,
     Proc,
@@ -59,20 +59,7 @@ async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
         daemon = await start_daemon(tmp_path / "data", mock.url, **settings)
         async with client(daemon) as api:
             slow_app = (await seed_config(api))["app"]["id"]  # signed by ACCOUNT_ID
-            await api.ok("POST", "/api/v1/x-accounts", 201, json={
-                "id": OTHER_ID, "name": "Healthy", "access_token": OTHER_TOKEN,
-                "access_token_secret": OTHER_SECRET,
-            })  # fmt: skip
-            other = await api.ok(
-                "POST",
-                "/api/v1/apps",
-                201,
-                json={"name": "Other", "platform": "ios", "bundle_id": "444"},
-            )
-            await api.ok("POST", "/api/v1/postbacks", 201, json={
-                "app_id": other["id"], "network": "x_ios", "event_name": "purchase",
-                "conversion_type": "PURCHASE", "x_account_id": OTHER_ID,
-            })  # fmt: skip
+            other = await seed_second_account(api, OTHER_ACCOUNT)
             yield Stack(mock, daemon, api, slow_app, other["id"])
     finally:
         if daemon is not None:

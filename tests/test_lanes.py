@@ -10,16 +10,7 @@ from postbackd.delivery.circuit import BroadBreaker, CircuitBreaker
 from postbackd.delivery.lanes import IDLE, REROUTE, Lane, Send, Wait
 from postbackd.delivery.model import Delivery
 from postbackd.delivery.ratelimit import AccountBudget
-
-T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now_s = T0
-
-    def __call__(self) -> float:
-        return self.now_s
+from test_ratelimit import Clock
 
 
 @pytest.fixture

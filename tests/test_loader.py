@@ -4,25 +4,20 @@ own share of memory and never keeps another account's due deliveries from being 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from postbackd.delivery.loader import MIN_SHARE, Loader
 from postbackd.delivery.model import Delivery
 from postbackd.store.writer import Writer
-from storekit import delivery, insert, migrated
+from storekit import delivery, insert
 
 NOW_MS = 10_000
 
 
 @pytest.fixture
-async def writer(tmp_path: Path) -> AsyncIterator[Writer]:
-    w = Writer(await migrated(tmp_path))
-    await w.open()
-    yield w
-    await w.close()
+def writer(store_writer: Writer) -> Writer:
+    return store_writer
 
 
 class Taken:

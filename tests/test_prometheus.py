@@ -28,7 +28,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import ACCOUNT_ID, Api, daemon_settings, mock_config, seed_config
+from conftest import (
+    ACCOUNT_ID,
+    Api,
+    daemon_settings,
+    mock_config,
+    seed_config,
+    seed_second_account,
+)
 from postbackd.daemon import Daemon
 from postbackd.errors import StoreUnavailable
 from postbackd.janitor import Janitor
@@ -346,21 +353,7 @@ async def test_every_panel_shows_data_scraped_by_a_real_prometheus(tmp_path: Pat
             await prom.wait_for('up{job="postbackd"} == 1', "the first scrape")
             # A second app whose claims a second X account signs: an outage of X is felt
             # by both accounts, which is what opens the broad circuit.
-            other_id, token, secret = OTHER_ACCOUNT
-            await api.ok("POST", "/api/v1/x-accounts", 201, json={
-                "id": other_id, "name": "Second", "access_token": token,
-                "access_token_secret": secret,
-            })  # fmt: skip
-            other = await api.ok(
-                "POST",
-                "/api/v1/apps",
-                201,
-                json={"name": "Other", "platform": "ios", "bundle_id": "444"},
-            )
-            await api.ok("POST", "/api/v1/postbacks", 201, json={
-                "app_id": other["id"], "network": "x_ios", "event_name": "purchase",
-                "conversion_type": "PURCHASE", "x_account_id": other_id, "retry_attempts": 1,
-            })  # fmt: skip
+            other = await seed_second_account(api, OTHER_ACCOUNT, retry_attempts=1)
             load = Load(api, [seeded["app"]["id"], other["id"]])
             # A client with a wrong token, and one with none (401s, counted).
             for headers in ({"Authorization": "Bearer wrong"}, {}):

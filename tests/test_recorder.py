@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from postbackd.delivery.model import Delivery, Result
 from postbackd.delivery.recorder import Batch, Recorder
 from postbackd.store.writer import Writer
-from storekit import delivery, insert, migrated
+from storekit import delivery, insert
 
 
 @pytest.fixture
-async def writer(tmp_path: Path) -> AsyncIterator[Writer]:
-    w = Writer(await migrated(tmp_path))
-    await w.open()
-    yield w
-    await w.close()
+def writer(store_writer: Writer) -> Writer:
+    return store_writer
 
 
 def loaded(n: int) -> Delivery:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,18 +19,15 @@ from postbackd.settings import Settings, SettingsError
 from postbackd.store import deliveries as sql
 from postbackd.store.writer import Writer
 from procs import client, mock_patch, start_daemon, start_mock, wait_for
-from storekit import delivery, insert, migrated
+from storekit import delivery, insert
 from test_delivery import FAST_RETRY, deliveries, event, ingest, settled
 
 DAY_MS = 86_400_000
 
 
 @pytest.fixture
-async def writer(tmp_path: Path) -> AsyncIterator[Writer]:
-    w = Writer(await migrated(tmp_path))
-    await w.open()
-    yield w
-    await w.close()
+def writer(store_writer: Writer) -> Writer:
+    return store_writer
 
 
 def claim(n: int) -> Claim:

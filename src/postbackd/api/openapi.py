@@ -501,6 +501,21 @@ _REPORT_ROW: Final[Schema] = {
 }
 
 
+# A body naming deliveries by id (replay, cancel).
+_BY_IDS: Final[Schema] = {
+    "type": "object",
+    "required": ["ids"],
+    "additionalProperties": False,
+    "properties": {
+        "ids": {
+            "type": "array",
+            "maxItems": MAX_REPLAY_IDS,
+            "items": {"type": "integer", "minimum": 0, "maximum": MAX_DELIVERY_ID},
+        }
+    },
+}
+
+
 def _strict(schema: Schema) -> Schema:
     """Every listed property present and no other: an answer that drifts fails the test."""
     properties = schema["properties"]
@@ -618,22 +633,7 @@ def _results_paths() -> dict[str, Any]:
                         "application/json": {
                             "schema": {
                                 "oneOf": [
-                                    {
-                                        "type": "object",
-                                        "required": ["ids"],
-                                        "additionalProperties": False,
-                                        "properties": {
-                                            "ids": {
-                                                "type": "array",
-                                                "maxItems": MAX_REPLAY_IDS,
-                                                "items": {
-                                                    "type": "integer",
-                                                    "minimum": 0,
-                                                    "maximum": MAX_DELIVERY_ID,
-                                                },
-                                            }
-                                        },
-                                    },
+                                    _BY_IDS,
                                     {
                                         "type": "object",
                                         "required": ["state"],
@@ -673,22 +673,7 @@ def _results_paths() -> dict[str, Any]:
                         "application/json": {
                             "schema": {
                                 "oneOf": [
-                                    {
-                                        "type": "object",
-                                        "required": ["ids"],
-                                        "additionalProperties": False,
-                                        "properties": {
-                                            "ids": {
-                                                "type": "array",
-                                                "maxItems": MAX_REPLAY_IDS,
-                                                "items": {
-                                                    "type": "integer",
-                                                    "minimum": 0,
-                                                    "maximum": MAX_DELIVERY_ID,
-                                                },
-                                            }
-                                        },
-                                    },
+                                    _BY_IDS,
                                     {
                                         "type": "object",
                                         "required": ["postback_id"],

@@ -39,19 +39,35 @@ Mode = Literal["send", "probe"]
 class _Breaker:
     """The state machine both breakers share; subclasses say when "closed" turns "open"."""
 
-    __slots__ = ("_clock", "_on_change", "_probe_at", "_probe_interval_s", "_state")
+    __slots__ = (
+        "_clock",
+        "_failure_ratio",
+        "_min_requests",
+        "_on_change",
+        "_probe_at",
+        "_probe_interval_s",
+        "_state",
+        "_window_s",
+    )
 
     def __init__(
         self,
+        min_requests: int,
+        window_s: float,
+        failure_ratio: float,
         probe_interval_s: float,
-        clock: Callable[[], float],
-        on_change: Callable[[State], None] | None,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[State], None] | None = None,
     ) -> None:
+        self._min_requests = min_requests
+        self._window_s = window_s
+        self._failure_ratio = failure_ratio
         self._probe_interval_s = probe_interval_s
         self._clock = clock
         self._on_change = on_change
         self._state: State = "closed"
         self._probe_at = 0.0
+        self._reset_window()
 
     @property
     def state(self) -> State:
@@ -111,26 +127,12 @@ class _Breaker:
 class CircuitBreaker(_Breaker):
     """One X account's breaker, counting its deliveries."""
 
-    __slots__ = ("_failing", "_failure_ratio", "_min_requests", "_recent", "_sent", "_window_s")
-
-    def __init__(
-        self,
-        min_requests: int,
-        window_s: float,
-        failure_ratio: float,
-        probe_interval_s: float,
-        clock: Callable[[], float] = time.monotonic,
-        on_change: Callable[[State], None] | None = None,
-    ) -> None:
-        super().__init__(probe_interval_s, clock, on_change)
-        self._min_requests = min_requests
-        self._window_s = window_s
-        self._failure_ratio = failure_ratio
-        # The window while closed: (time, delivery id, ok) in time order, and per delivery
-        # the number of its requests and of its failures in it.
-        self._recent: deque[tuple[float, int, bool]] = deque()
-        self._sent: dict[int, int] = {}
-        self._failing: dict[int, int] = {}
+    __slots__ = ("_failing", "_recent", "_sent")
+    # The window while closed: (time, delivery id, ok) in time order, and per delivery the
+    # number of its requests and of its failures in it.
+    _recent: deque[tuple[float, int, bool]]
+    _sent: dict[int, int]
+    _failing: dict[int, int]
 
     def record(self, delivery_id: int, ok: bool, *, probe: bool = False) -> None:
         """The outcome of one request: ok when X answered with any status but a 5xx (a 4xx or
@@ -166,15 +168,18 @@ class CircuitBreaker(_Breaker):
         )
 
     def _reset_window(self) -> None:
-        self._recent.clear()
-        self._sent.clear()
-        self._failing.clear()
+        self._recent = deque()
+        self._sent = {}
+        self._failing = {}
 
 
 class BroadBreaker(_Breaker):
     """X failing across accounts: counts the accounts whose own breaker is open."""
 
-    __slots__ = ("_failing", "_failure_ratio", "_min_requests", "_recent", "_sent", "_window_s")
+    __slots__ = ("_failing", "_recent", "_sent")
+    # While closed: (time, account) per request in the window, requests per account.
+    _recent: deque[tuple[float, str]]
+    _sent: dict[str, int]
 
     def __init__(
         self,
@@ -185,13 +190,7 @@ class BroadBreaker(_Breaker):
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[State], None] | None = None,
     ) -> None:
-        super().__init__(probe_interval_s, clock, on_change)
-        self._min_requests = min_requests
-        self._window_s = window_s
-        self._failure_ratio = failure_ratio
-        # While closed: (time, account) per request in the window, requests per account.
-        self._recent: deque[tuple[float, str]] = deque()
-        self._sent: dict[str, int] = {}
+        super().__init__(min_requests, window_s, failure_ratio, probe_interval_s, clock, on_change)
         # Accounts whose own circuit is not closed, kept whatever this breaker's state.
         self._failing: set[str] = set()
 
@@ -238,8 +237,8 @@ class BroadBreaker(_Breaker):
             self._open(now_s)
 
     def _reset_window(self) -> None:
-        self._recent.clear()
-        self._sent.clear()
+        self._recent = deque()
+        self._sent = {}
 
 
 def _decrement(counts: dict[K, int], key: K) -> None:
