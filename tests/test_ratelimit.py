@@ -111,10 +111,25 @@ def test_an_answer_from_an_older_window_is_ignored(clock: Clock) -> None:
     take(budget, 1)
     budget.observe(100, 99, T0 + 1801)  # the new window, confirmed by X
     budget.observe(100, 2, T0 + 900)  # a late answer of the old window: its reset is past
-    clock.now_s -= 2  # even when our clock lags X's, an earlier reset is the older window
-    budget.observe(100, 2, T0 + 900)
     budget.block_until(T0 + 900)
     assert (budget.remaining, budget.reset_at) == (99, T0 + 1801)
+
+
+def test_a_late_answer_under_clock_skew_costs_only_until_its_end(clock: Clock) -> None:
+    # Our clock lags X's by 2 s: a late answer of the old window names an end 1 s ahead,
+    # which could as well be X's window ending sooner than it said (X's to say). Taken as
+    # such, it costs at most that second; X's next answer puts the window right again.
+    budget = AccountBudget(100, 900.0, clock)
+    take(budget, 1)
+    budget.observe(100, 99, T0 + 900)
+    clock.now_s += 899
+    budget.observe(100, 99, T0 + 1801)  # X's new window, confirmed
+    budget.observe(100, 2, T0 + 900)  # the late one
+    assert budget.remaining <= 2 and budget.reset_at == T0 + 900
+    clock.now_s += 1
+    take(budget, 1)
+    budget.observe(100, 98, T0 + 1801)
+    assert (budget.remaining, budget.reset_at) == (98, T0 + 1801)
 
 
 def test_a_429_blocks_until_x_reset(clock: Clock) -> None:
@@ -210,3 +225,26 @@ def test_a_past_reset_pause_never_exceeds_a_window(clock: Clock) -> None:
         wait = budget.try_take()
         assert 0 < wait <= 5.0
         clock.now_s += wait
+
+
+def test_x_raising_its_limit_mid_window_is_used_at_once(clock: Clock) -> None:
+    budget = AccountBudget(5, 900.0, clock)
+    take(budget, 5)
+    budget.observe(5, 0, T0 + 900)
+    assert budget.try_take() > 0
+    budget.observe(20, 15, T0 + 900)  # X now allows 20 in this window: 15 are left
+    take(budget, 15)
+    assert budget.try_take() > 0
+
+
+def test_x_shortening_its_window_is_followed(clock: Clock) -> None:
+    # X confirmed a window ending in 900 s, then names one ending sooner (its limits
+    # changed): the sooner end, which has not passed, is X's to say.
+    budget = AccountBudget(100, 900.0, clock)
+    take(budget, 100)
+    budget.observe(100, 0, T0 + 900)
+    clock.now_s += 5
+    budget.observe(100, 0, T0 + 10)
+    assert budget.try_take() == pytest.approx(5.0)
+    clock.now_s += 5
+    take(budget, 100)  # the next window is whole

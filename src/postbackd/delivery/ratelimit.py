@@ -71,10 +71,13 @@ class AccountBudget:
         `limited` for a 429, which `block_until` then handles."""
         if not limited:
             self._pauses = 0
+        now_s = self._clock()
         if limit is not None and limit > 0:  # a limit of 0 would stall the account forever
+            if limit > self._limit and self._is_open(now_s):
+                # X raised the limit: the difference is there to use in this window already.
+                self._remaining += limit - self._limit
             self._limit = limit
             self._remaining = min(self._remaining, limit)
-        now_s = self._clock()
         x_remaining = None if remaining is None else max(0, remaining)
         if reset_epoch_s is None or self._is_current(reset_epoch_s, now_s):
             # The same window: requests still in flight are spent locally but not yet counted
@@ -113,9 +116,13 @@ class AccountBudget:
         return self._reset_at is not None and now_s < self._reset_at
 
     def _is_current(self, reset_epoch_s: float, now_s: float) -> bool:
-        """X names the open window: its confirmed end, or the first word on a local one."""
-        return self._is_open(now_s) and (
-            reset_epoch_s == self._reset_at or (not self._confirmed and reset_epoch_s > now_s)
+        """X names the open window: its confirmed end, the first word on a local one, or an
+        end sooner than we knew that has not passed (X's windows are X's to say; an answer
+        of an older window names an end that has passed)."""
+        if not self._is_open(now_s) or self._reset_at is None:
+            return False
+        return reset_epoch_s == self._reset_at or (
+            now_s < reset_epoch_s and (not self._confirmed or reset_epoch_s < self._reset_at)
         )
 
     def _is_newer(self, reset_epoch_s: float, now_s: float) -> bool:
