@@ -19,6 +19,12 @@ class Sizes:
     outage_events: int  # scenario 4
     ingest_events: int  # scenario 5
     backlog_events: int  # scenario 6
+    soak_s: float  # scenario 7: how long the load runs
+    soak_warmup_s: float  # scenario 7: before the first fault, the reference for memory
+    soak_cycle_s: float  # scenario 7: one turn of the rotating faults
+    soak_calm_s: float  # scenario 7: the load's last stretch, with no fault
+    soak_drain_s: float  # scenario 7: longest wait for X to answer every accepted event
+    soak_retention_s: float  # scenario 7: retention_s, where the daemon has the setting
 
 
 FULL = Sizes(
@@ -32,6 +38,12 @@ FULL = Sizes(
     outage_events=200_000,
     ingest_events=200_000,
     backlog_events=1_000_000,
+    soak_s=1800.0,
+    soak_warmup_s=120.0,
+    soak_cycle_s=300.0,
+    soak_calm_s=180.0,
+    soak_drain_s=300.0,
+    soak_retention_s=600.0,
 )
 QUICK = Sizes(
     repeat=1,
@@ -44,6 +56,12 @@ QUICK = Sizes(
     outage_events=20_000,
     ingest_events=40_000,
     backlog_events=100_000,
+    soak_s=180.0,
+    soak_warmup_s=30.0,
+    soak_cycle_s=60.0,
+    soak_calm_s=30.0,
+    soak_drain_s=120.0,
+    soak_retention_s=60.0,
 )
 
 

@@ -9,9 +9,14 @@ Modes:
           arrive exactly as fast as they are delivered.
   rate    `--rate` events per second, paced in batches, for `--duration-s` (open loop).
   burst   `--total` events as fast as the daemon accepts them.
+  soak    `--rate` events per second for `--duration-s`, like `rate`, as a real sender
+          would: every call is written to `--journal` (one JSON line: its events, when it
+          was sent, what it was answered and when); a batch answered 503
+          `store_unavailable`, not answered within `--answer-timeout-s` ("hung") or cut off
+          is sent again after `--resend-s`, until `--give-up-s` after the load ended.
 
-Prints one JSON line: events sent and accepted, and the time it took; SIGTERM ends any
-mode early, with that line.
+Prints one JSON line: events sent and accepted, and the time it took (soak: also the calls
+by outcome); SIGTERM ends any mode early, with that line.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
+from typing import IO
 
 import aiohttp
 import orjson
@@ -37,25 +45,32 @@ _POLL_S = 0.05
 
 class Generator:
     def __init__(self, args: argparse.Namespace, session: aiohttp.ClientSession) -> None:
-        self._url = f"{args.url}/track/json"
+        self.url = f"{args.url}/track/json"
         self._app = args.app
         self._names = itertools.cycle(args.events.split(","))
         self._run = args.run
         self._numbers = itertools.count()
-        self._session = session
+        self.session = session
         self.sent = self.accepted = self.refused = 0
 
     def batch(self, size: int) -> bytes:
+        return self.numbered_batch(size)[1]
+
+    def numbered_batch(self, size: int) -> tuple[int, bytes]:
+        """The next `size` events, numbered from the first one returned. Event n carries the
+        n-th event name of the cycle (n modulo the number of names)."""
         now_s = time.time()
-        return b"\n".join(
+        numbers = list(itertools.islice(self._numbers, size))
+        body = b"\n".join(
             workload.event(self._app, self._run, n, now_s, name)
-            for n, name in zip(itertools.islice(self._numbers, size), self._names, strict=False)
+            for n, name in zip(numbers, self._names, strict=False)
         )
+        return numbers[0], body
 
     async def send(self, size: int) -> None:
         body = self.batch(size)
         self.sent += size
-        async with self._session.post(self._url, data=body, headers=_NDJSON) as answer:
+        async with self.session.post(self.url, data=body, headers=_NDJSON) as answer:
             result = await answer.json()
         if answer.status != 202:
             raise RuntimeError(f"ingest answered {answer.status}: {str(result)[:300]}")
@@ -105,16 +120,107 @@ async def burst(gen: Generator, args: argparse.Namespace) -> None:
     await asyncio.gather(*(sender() for _ in range(args.concurrency)))
 
 
-async def main(args: argparse.Namespace) -> dict[str, float]:
+class Soak:
+    """The `soak` mode: every call journaled, refused or unanswered batches sent again."""
+
+    def __init__(self, gen: Generator, args: argparse.Namespace, journal: IO[str]) -> None:
+        self._gen = gen
+        self._args = args
+        self._journal = journal
+        # Calls in flight are bounded before the answer timer starts, so that a call never
+        # counts as hung for waiting on the generator's own connection pool.
+        self._slots = asyncio.Semaphore(args.concurrency)
+        self.calls: Counter[str] = Counter()
+        self.never_accepted = 0
+        self.give_up_at = 0.0  # monotonic time; set when the load starts
+
+    async def run(self) -> None:
+        args = self._args
+        interval_s = args.batch / args.rate
+        started = time.monotonic()
+        self.give_up_at = started + args.duration_s + args.give_up_s
+        pending: set[asyncio.Task[None]] = set()
+        for i in itertools.count():
+            at = started + i * interval_s
+            if at - started >= args.duration_s:
+                break
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            first, body = self._gen.numbered_batch(args.batch)
+            self._gen.sent += args.batch
+            task = asyncio.create_task(self._deliver(first, args.batch, body))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+
+    async def _deliver(self, first: int, size: int, body: bytes) -> None:
+        """Send one batch until it is answered 202 (or 4xx, which sending again would not
+        change), or until the give-up time."""
+        while True:
+            outcome = await self._call(first, size, body)
+            if outcome in ("accepted", "refused"):
+                return
+            if time.monotonic() + self._args.resend_s > self.give_up_at:
+                self.never_accepted += size
+                return
+            await asyncio.sleep(self._args.resend_s)
+
+    async def _call(self, first: int, size: int, body: bytes) -> str:
+        record: dict[str, object] = {"first": first, "size": size}
+        async with self._slots:
+            record["sent"] = time.time()
+            try:
+                async with asyncio.timeout(self._args.answer_timeout_s):
+                    async with self._gen.session.post(
+                        self._gen.url, data=body, headers=_NDJSON
+                    ) as answer:
+                        status = answer.status
+                        result = await answer.json(content_type=None)
+            except TimeoutError:
+                outcome = "hung"
+            except (aiohttp.ClientError, ValueError) as exc:
+                # Cut off (connection refused or reset) or an answer that is not JSON.
+                outcome = "failed"
+                record["error"] = f"{type(exc).__name__}: {exc}"[:200]
+            else:
+                record["status"] = status
+                outcome = self._judge(status, result, record)
+        record["answered"] = time.time() if outcome != "hung" else None
+        record["outcome"] = outcome
+        self.calls[outcome] += 1
+        self._journal.write(orjson.dumps(record).decode() + "\n")
+        return outcome
+
+    def _judge(self, status: int, result: object, record: dict[str, object]) -> str:
+        body = result if isinstance(result, dict) else {}
+        if status == 202:
+            rejected = [int(item["index"]) for item in body.get("rejected", [])]
+            record["rejected"] = rejected
+            self._gen.accepted += int(body.get("accepted", 0)) + int(body.get("duplicates", 0))
+            self._gen.refused += len(rejected)
+            return "accepted"
+        error = body.get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+        record["code"] = code
+        if status == 503 and code == "store_unavailable":
+            return "unavailable"
+        # 5xx: sent again, like a sender would; 4xx: the batch itself is wrong.
+        return "other_5xx" if status >= 500 else "refused"
+
+
+async def main(args: argparse.Namespace, journal: IO[str]) -> dict[str, float]:
     connector = aiohttp.TCPConnector(limit=args.concurrency + 2)
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         gen = Generator(args, session)
         started = time.monotonic()
+        soak: Soak | None = None
         if args.mode == "closed":
             work = closed(gen, args, session)
         elif args.mode == "rate":
             work = rate(gen, args)
+        elif args.mode == "soak":
+            soak = Soak(gen, args, journal)
+            work = soak.run()
         else:
             work = burst(gen, args)
         task = asyncio.create_task(work)
@@ -122,18 +228,23 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         elapsed_s = time.monotonic() - started
-    return {
+    summary: dict[str, float] = {
         "sent": gen.sent,
         "accepted": gen.accepted,
         "refused": gen.refused,
         "elapsed_s": elapsed_s,
         "rate_per_s": gen.accepted / elapsed_s,
     }
+    if soak is not None:
+        for outcome in ("accepted", "unavailable", "hung", "failed", "other_5xx", "refused"):
+            summary[f"calls_{outcome}"] = soak.calls[outcome]
+        summary["never_accepted"] = soak.never_accepted
+    return summary
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("closed", "rate", "burst"))
+    parser.add_argument("mode", choices=("closed", "rate", "burst", "soak"))
     parser.add_argument("--url", required=True, help="the daemon's base URL")
     parser.add_argument("--mock", help="the simulated X's base URL (closed mode)")
     parser.add_argument("--app", required=True, help="kochava_app_id of the events")
@@ -147,11 +258,29 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, default=5000, help="closed mode")
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s, rate mode")
     parser.add_argument("--total", type=int, default=10000, help="events, burst mode")
+    parser.add_argument("--journal", default=os.devnull, help="soak mode: the calls, NDJSON")
+    parser.add_argument(
+        "--answer-timeout-s", type=float, default=10.0, help="soak mode: a call is hung after"
+    )
+    parser.add_argument(
+        "--resend-s", type=float, default=1.0, help="soak mode: wait before sending again"
+    )
+    parser.add_argument(
+        "--give-up-s",
+        type=float,
+        default=60.0,
+        help="soak mode: how long after the load ended a refused batch is still sent again",
+    )
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     arguments = parse_args()
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        summary = runner.run(main(arguments))
+    # Line-buffered: the harness reads the journal after the process ended, and a line cut
+    # by a kill would be the only loss.
+    with (
+        open(arguments.journal, "w", buffering=1, encoding="utf-8") as journal_file,
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        summary = runner.run(main(arguments, journal_file))
     sys.stdout.write(orjson.dumps(summary).decode() + "\n")

@@ -44,6 +44,8 @@ class Point:
     lag_s: float | None
     rss_mb: float
     accepted_per_s: float
+    # The daemon's SQLite files, where the scenario watched them (scenario 7).
+    db_mb: float | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +83,7 @@ class Outcome:
                     "lag_s": p.lag_s,
                     "rss_mb": p.rss_mb,
                     "accepted_per_s": p.accepted_per_s,
+                    "db_mb": p.db_mb,
                 }
                 for p in self.timeline
             ],
@@ -102,7 +105,10 @@ def timeline(samples: Sequence[Sample]) -> list[Point]:
             ) / finished
         accepted = after.daemon.get("accepted", 0.0) - before.daemon.get("accepted", 0.0)
         claims_per_s = (after.x_ok - before.x_ok) / dt
-        points.append(Point(after.t_s, claims_per_s, lag_s, after.rss_kb / 1024, accepted / dt))
+        db_mb = None if after.db_bytes is None else after.db_bytes / 2**20
+        points.append(
+            Point(after.t_s, claims_per_s, lag_s, after.rss_kb / 1024, accepted / dt, db_mb)
+        )
     return points
 
 

@@ -126,6 +126,18 @@ def start_daemon(work_dir: Path, port: int, x_url: str, **settings: object) -> t
     return proc, f"http://127.0.0.1:{port}"
 
 
+async def daemon_help() -> str:
+    """`postbackd serve --help`: which settings this daemon has."""
+    proc = await asyncio.create_subprocess_exec(
+        *_python("-m", "postbackd", "serve", "--help"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=workload.environment(),
+    )
+    out, _ = await proc.communicate()
+    return out.decode(errors="replace")
+
+
 def start_client(work_dir: Path, name: str, module: str, *args: str) -> Proc:
     """A client process of this package (`python -m benchmarks.MODULE ARGS`); it prints its
     result as the last line of its log."""

@@ -51,6 +51,8 @@ def load_average() -> str:
 
 
 def _number(value: float) -> str:
+    if math.isnan(value):  # a figure with nothing to measure (no event of its kind)
+        return "n/a"
     if math.isinf(value):
         return "∞"
     if value == int(value) and abs(value) >= 10:
@@ -140,7 +142,8 @@ def markdown(outcomes: Sequence[Outcome], meta: dict[str, object]) -> str:
 
 def chart(outcomes: Sequence[Outcome], path: Path) -> bool:
     """Claims/s (left axis) and mean lag or memory (right axis) over time, one panel per
-    scenario with a timeline; False when matplotlib is not installed."""
+    scenario with a timeline, and one more for the daemon's memory and database size where
+    the scenario watched them (7); False when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -148,15 +151,30 @@ def chart(outcomes: Sequence[Outcome], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    shown = [o for o in outcomes if o.timeline]
-    if not shown:
+    panels = []
+    for o in outcomes:
+        if o.timeline:
+            panels.append((o, "main"))
+            if any(p.db_mb is not None for p in o.timeline):
+                panels.append((o, "store"))
+    if not panels:
         return False
-    fig, axes = plt.subplots(len(shown), 1, figsize=(10, 2.6 * len(shown)), squeeze=False)
-    for ax, o in zip(axes[:, 0], shown, strict=True):
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), squeeze=False)
+    for ax, (o, kind) in zip(axes[:, 0], panels, strict=True):
         t = [p.t_s for p in o.timeline]
-        ax.set_title(f"{o.number}. {o.title}", fontsize=10, loc="left")
+        title = f"{o.number}. {o.title}" + ("" if kind == "main" else ": memory and store")
+        ax.set_title(title, fontsize=10, loc="left")
         ax.grid(alpha=0.3)
         right = ax.twinx()
+        if kind == "store":  # does the daemon grow over a long run?
+            ax.plot(t, [p.rss_mb for p in o.timeline], color="tab:purple", lw=1.2)
+            ax.set_ylabel("daemon RSS (MB)", color="tab:purple")
+            ax.set_ylim(bottom=0)
+            db = [(p.t_s, p.db_mb) for p in o.timeline if p.db_mb is not None]
+            right.plot([x for x, _ in db], [y for _, y in db], color="tab:green", lw=1.2)
+            right.set_ylabel("SQLite files (MB)", color="tab:green")
+            right.set_ylim(bottom=0)
+            continue
         if o.number == 6:  # nothing is sent: what comes in, and the memory it takes
             ax.plot(t, [p.accepted_per_s for p in o.timeline], color="tab:blue", lw=1.2)
             ax.set_ylabel("events accepted/s", color="tab:blue")
@@ -172,7 +190,9 @@ def chart(outcomes: Sequence[Outcome], path: Path) -> bool:
         right.set_ylabel("mean lag (ms)", color="tab:red")
         if lag and max(lag) / max(min(lag), 1e-3) > 100:
             right.set_yscale("log")
-    axes[-1, 0].set_xlabel("seconds since sampling started (a sample every 0.5 s; first run)")
+    axes[-1, 0].set_xlabel(
+        "seconds since sampling started (a sample every 0.5 s, scenario 7 every 5 s; first run)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,6 +1,7 @@
-"""What the harness watches while a scenario runs: every half second, the simulated X's
-counters (`/_mock/stats`), the daemon's metrics (`/metrics`) and each process's CPU time and
-memory. The samples make the chart and the rates over time."""
+"""What the harness watches while a scenario runs: every half second (or `interval_s`), the
+simulated X's counters (`/_mock/stats`), the daemon's metrics (`/metrics`) and each process's
+CPU time and memory; with `data_dir`, also the size of the daemon's database and its
+`/readyz`. The samples make the chart and the rates over time."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
 from benchmarks import noise
 from benchmarks.procs import Proc
+from postbackd.store.db import DB_NAME
 
 INTERVAL_S = 0.5
 # Series of the daemon's /metrics that the harness reads, by their text up to the value.
@@ -26,6 +29,8 @@ _SERIES = {
     "postbackd_delivery_lag_seconds_sum": "lag_sum_s",
     "postbackd_delivery_lag_seconds_count": "lag_count",
 }
+# Summed over its labels (the kind of failure: disk full, I/O error, ...) into "store_errors".
+_STORE_ERRORS = "postbackd_store_errors_total{"
 
 
 @dataclass(slots=True)
@@ -38,6 +43,14 @@ class Sample:
     hwm_kb: int  # the daemon's peak resident memory so far
     machine_busy_s: float  # CPU time of the whole machine
     own_s: float  # CPU time of the benchmark's processes, this one included
+    # With `Sampler.data_dir`: the database's files (the WAL included) and /readyz's answer.
+    db_bytes: int | None = None
+    ready: bool | None = None
+
+    @property
+    def store_errors(self) -> int:
+        """Commits of the daemon that failed so far, every kind."""
+        return int(self.daemon.get("store_errors", 0.0))
 
     def x_count(self, status: str) -> int:
         requests = self.x.get("requests")
@@ -55,6 +68,15 @@ class Sample:
         return sum(int(n) for n in by_status.values())
 
 
+def db_bytes(data_dir: Path) -> int:
+    """The SQLite files of a data dir: the database, its WAL and shared-memory index."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            total += (data_dir / (DB_NAME + suffix)).stat().st_size
+    return total
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     values: dict[str, float] = {}
     for line in text.splitlines():
@@ -62,6 +84,8 @@ def parse_metrics(text: str) -> dict[str, float]:
         key = _SERIES.get(name)
         if key is not None:
             values[key] = float(value)
+        elif name.startswith(_STORE_ERRORS):
+            values["store_errors"] = values.get("store_errors", 0.0) + float(value)
     return values
 
 
@@ -74,6 +98,8 @@ class Sampler:
     procs: Sequence[Proc]
     samples: list[Sample] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    interval_s: float = INTERVAL_S
+    data_dir: Path | None = None
     _taken: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def sample(self) -> Sample:
@@ -84,6 +110,12 @@ class Sampler:
             async with self.session.get(f"{self.daemon_url}/metrics") as answer:
                 metrics = parse_metrics(await answer.text())
         rss_kb, hwm_kb = self.daemon.memory_kb() if self.daemon is not None else (0, 0)
+        size: int | None = None
+        ready: bool | None = None
+        if self.data_dir is not None and self.daemon_url is not None:
+            size = db_bytes(self.data_dir)
+            async with self.session.get(f"{self.daemon_url}/readyz") as answer:
+                ready = answer.status == 200
         cpu = {p.name: p.cpu_s() for p in self.procs if p.alive()}
         sample = Sample(
             t_s=time.monotonic() - self.started,
@@ -94,6 +126,8 @@ class Sampler:
             hwm_kb=hwm_kb,
             machine_busy_s=noise.machine_busy_s(),
             own_s=noise.cpu_s(os.getpid()) + sum(cpu.values()),
+            db_bytes=size,
+            ready=ready,
         )
         self.samples.append(sample)
         async with self._taken:
@@ -104,7 +138,8 @@ class Sampler:
         while True:
             with contextlib.suppress(aiohttp.ClientError):
                 await self.sample()
-            await asyncio.sleep(INTERVAL_S - (time.monotonic() - self.started) % INTERVAL_S)
+            interval_s = self.interval_s
+            await asyncio.sleep(interval_s - (time.monotonic() - self.started) % interval_s)
 
     async def reach(self, t_s: float) -> None:
         """Wait until a sample at or after `t_s` (sampler time) is taken."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks import workload
+from benchmarks import diskfull, workload
 from benchmarks.configure import Setup, configure
 from benchmarks.procs import Proc, launch, result_of, start_client, start_daemon, start_mock
 
@@ -67,6 +67,28 @@ class Stack:
                 return items
             cursor = f"&cursor={page['next']}"
 
+    async def replay(self, ids: list[int]) -> int:
+        """Dead deliveries sent again, as an operator would; how many were."""
+        url = f"{self.api}/api/v1/deliveries/replay"
+        async with self.session.post(
+            url, json={"ids": ids}, headers=workload.api_headers()
+        ) as answer:
+            if answer.status != 200:
+                raise RuntimeError(f"POST {url}: {answer.status} {await answer.text()}")
+            return int((await answer.json())["replayed"])
+
+    async def queue_depth(self) -> dict[str, float]:
+        """The daemon's `postbackd_queue_depth` gauge by state."""
+        async with self.session.get(f"{self.api}/metrics") as answer:
+            text = await answer.text()
+        prefix = 'postbackd_queue_depth{state="'
+        depth = {}
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                state, _, value = line[len(prefix) :].partition('"} ')
+                depth[state] = float(value)
+        return depth
+
     async def x_config(self, **changes: object) -> None:
         async with self.session.patch(f"{self.x_url}/_mock/config", json=changes) as answer:
             if answer.status != 200:
@@ -109,16 +131,21 @@ async def stack(
     mock: Mapping[str, object] | None = None,
     daemon: Mapping[str, object] | None = None,
     delay_s: int = 0,
+    tmpfs_mib: int | None = None,
 ) -> AsyncIterator[Stack]:
     """Start the simulated X (rate limit off unless `mock` sets one) and the daemon with
     `daemon` settings (POSTBACKD_* names, lower case), then configure it with `accounts` X
-    accounts. The work directory is removed at the end, or kept with the processes' logs
-    when the run failed."""
+    accounts. With `tmpfs_mib` (root only), the daemon's data dir is a tmpfs of that size,
+    unmounted once the processes stopped. The work directory is removed at the end, or kept
+    with the processes' logs when the run failed."""
     _fresh(work_dir)
+    data_dir = work_dir / "data"
     members = workload.accounts(accounts)
     mock_settings = {"rate_limit": UNLIMITED, "request_log_max": _LOG_MAX, **(mock or {})}
     daemon_settings = {"rate_limit_requests": UNLIMITED, **(daemon or {})}
     procs: list[Proc] = []
+    if tmpfs_mib is not None:
+        diskfull.mount_tmpfs(data_dir, tmpfs_mib)
     try:
         async with aiohttp.ClientSession() as session:
             x_proc, x_url = await launch(
@@ -140,4 +167,6 @@ async def stack(
     finally:
         for proc in reversed(procs):
             proc.stop()
+        if tmpfs_mib is not None:
+            diskfull.unmount(data_dir)
     shutil.rmtree(work_dir, ignore_errors=True)

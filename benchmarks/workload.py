@@ -88,15 +88,21 @@ def event(app_id: str, run: int, n: int, usertime_s: float, event_name: str = EV
     )
 
 
+def hashed_device_id(raw_idfa: str) -> str:
+    """The `hashed_device_id` X gets for an IDFA: HMAC-SHA256 with the partner key of the
+    upper-cased id, base64; it names the event in the simulated X's request log."""
+    digest = hmac.new(HMAC_KEY, raw_idfa.upper().encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
 def claim_params(raw_idfa: str, conversion_time_s: float) -> list[tuple[str, str]]:
     """The query of the claim request X gets for `event(...)`, built the plain way:
     what the engine sends for the same event, parameter for parameter."""
-    digest = hmac.new(HMAC_KEY, raw_idfa.upper().encode(), hashlib.sha256).digest()
     moment = datetime.fromtimestamp(conversion_time_s, UTC)
     return [
         ("app_id", BUNDLE_ID),
         ("os_type", "IOS"),
-        ("hashed_device_id", base64.b64encode(digest).decode()),
+        ("hashed_device_id", hashed_device_id(raw_idfa)),
         ("conversion_type", CONVERSION_TYPE),
         ("conversion_time", f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"),
         ("click_window", str(WINDOWS[0])),
