@@ -56,6 +56,8 @@ ANSWER_TIMEOUT_S = 10.0  # an ingest call unanswered this long is hung
 RESEND_S = 1.0
 GIVE_UP_S = 60.0  # resends of refused batches go on this long after the load ended
 SAMPLE_S = 5.0
+# Dead letters are replayed this often while the load runs (and in the drain).
+REPLAY_EVERY_S = 10.0
 LAG_BAR_MS = 1000.0
 # Memory: the last minute's peak against the peak of the first fault cycle (until its
 # disk-full recovery is over), which brings every kind of work once (the largest: the
@@ -83,7 +85,7 @@ class Measured:
     sent: dict[str, float]  # the load generator's summary
     samples: list[Sample]
     rotation: Rotation
-    dead: Counter[str]  # dead deliveries replayed in the drain, healthy or unhealthy
+    dead: Counter[str]  # dead deliveries replayed, healthy or unhealthy
     drain_s: float
     depth: dict[str, float]  # the daemon's queue by state at the end
 
@@ -137,8 +139,24 @@ async def _measure(
             sampler.procs = [s.daemon, s.mock, gen]
             filler = diskfull.Filler(data_dir) if as_root else None
             rotation = Rotation(s, plan, roles, filler, started)
-            async with rotation.running():
-                sent = await s.result(gen, sizes.soak_s + GIVE_UP_S + 60)
+            # An operator replays dead letters while the load runs, well within the
+            # retention: the janitor deletes an event whose deliveries are all final, dead
+            # ones included, once it is older than retention_s.
+            dead: Counter[str] = Counter()
+
+            async def replaying() -> None:
+                nonlocal dead
+                while True:
+                    await asyncio.sleep(REPLAY_EVERY_S)
+                    dead += await _replay_dead(s, healthy)
+
+            replays = asyncio.create_task(replaying())
+            try:
+                async with rotation.running():
+                    sent = await s.result(gen, sizes.soak_s + GIVE_UP_S + 60)
+            finally:
+                replays.cancel()
+                await asyncio.gather(replays, return_exceptions=True)
             journal = Journal.read(journal_path)
             device = {
                 workload.hashed_device_id(workload.idfa(RUN, n)): n for n in journal.accepted_sent_s
@@ -148,7 +166,6 @@ async def _measure(
             # to send (its queue gauge, counted every 5 s: deliveries whose answer it could
             # not record while the disk was full go again), or at the time limit.
             drain_started = time.monotonic()
-            dead: Counter[str] = Counter()
             waiting = set(device)
             while True:
                 await xlog.catch_up()
@@ -406,8 +423,9 @@ def _notes(
         "space given back to X's answer to the backlog's last event)",
         "lost: an event answered 202 whose claim X never answered 200 by the end of the "
         f"drain (faults off for the load's last stretch, then at most {m.drain_limit_s:g} s "
-        "more); dead deliveries are replayed in the "
-        "drain, as an operator would, and counted apart (dead_replayed_*)",
+        "more); dead deliveries are replayed every "
+        f"{REPLAY_EVERY_S:g} s and in the drain, as an operator would, and counted apart "
+        "(dead_replayed_*)",
         f"daemon RSS: {f['rss_warm_mb']:.0f} MB after the warm-up, "
         f"{f['rss_first_cycle_max_mb']:.0f} MB at most in the first fault cycle (its "
         "disk-full recovery included), "

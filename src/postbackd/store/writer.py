@@ -39,6 +39,7 @@ Outcome = tuple[bool, Any]
 Item = tuple[Job, "asyncio.Future[Any]"]
 # Enough to amortise a commit, small enough that one transaction stays short.
 MAX_JOBS_PER_COMMIT: Final = 512
+WAL_SIZE_LIMIT: Final = 16 * 1024 * 1024
 # A failing store is logged once per this interval, not once per request.
 FAILURE_LOG_INTERVAL_S: Final = 30.0
 
@@ -114,6 +115,9 @@ class Writer:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA cache_size=-16000")  # 16 MiB: bounded, whatever the backlog
+        # A burst (a backlog resent after a full disk) grows the WAL; after the next
+        # checkpoint it is cut back to this, or disk use would stay at its high-water mark.
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         return conn
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
