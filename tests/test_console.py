@@ -4,11 +4,15 @@ The same flows in a real browser are in tests/test_console_browser.py."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
+import signal
+import sys
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import pytest
 from multidict import MultiDict
@@ -18,6 +22,7 @@ from consolekit import ConsoleClient, Page
 from postbackd.console.forms import FormState, json_fields
 from postbackd.console.session import COOKIE, Sessions
 from postbackd.console.throttle import Throttle
+from postbackd.demo.scenarios import SCENARIOS
 from postbackd.rules import POSTBACK, TRACKER
 
 PAGES = (
@@ -426,6 +431,56 @@ def test_a_posted_form_becomes_the_apis_json_fields() -> None:
     assert unticked == {"enabled": False}
     state = FormState.posted(MultiDict([("access_token", "s3cret"), ("name", "n")]))
     assert state.values == {"name": "n"}
+
+
+async def test_the_demo_left_running_prints_the_console_and_a_token_that_signs_in(
+    tmp_path: Path,
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "postbackd", "demo", "--events", str(len(SCENARIOS)),
+        "--keep-running", "--data-dir", str(tmp_path / "demo"),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(90):
+            while not lines or "sign in with the API token" not in lines[-1]:
+                line = (await proc.stdout.readline()).decode()
+                assert line, "".join(lines)
+                lines.append(line)
+        out = "".join(lines)
+        console_url = re.search(r"web console: (http://127\.0\.0\.1:\d+)/console/", out)
+        token = re.search(r"sign in with the API token: (\S+)", out)
+        assert console_url and token, out
+        assert token.group(1) == (tmp_path / "demo" / "api-token").read_text().strip()
+        client = ConsoleClient(console_url.group(1))
+        try:
+            page = await client.sign_in(token.group(1))
+            assert page.status == 303
+            trackers = await client.get("/console/trackers")
+            assert trackers.status == 200 and "Demo Game" in trackers.text
+            report = await client.get("/console/report")
+            assert report.status == 200 and "<svg" in report.text
+        finally:
+            await client.close()
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_the_readme_shows_the_console_with_committed_screenshots() -> None:
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    assert "## The console" in readme
+    for name in ("console-tracker.png", "console-report.png"):
+        assert f"(docs/{name})" in readme
+        assert (root / "docs" / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name
 
 
 async def test_deliveries_page_with_the_apis_cursor(
