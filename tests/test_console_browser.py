@@ -182,9 +182,11 @@ class Console:
             if "Content Security Policy" in entry["message"]
         ]
 
-    def sign_in(self, token: str = API_TOKEN) -> None:
+    def sign_in(self, token: str = API_TOKEN, shot: bool = False) -> None:
         self.open("/console/")
         self.wait(EC.url_contains("/console/sign-in"), "the sign-in form")
+        if shot:
+            self.shot("sign-in")
         self.type("token", token)
         self.click("form[action='/console/sign-in'] button")
 
@@ -271,7 +273,7 @@ async def world(tmp_path: Path) -> Any:
 
 def _walk_the_seed(console: Console, base: str, x_url: str) -> None:
     # Sign in with the API token.
-    console.sign_in()
+    console.sign_in(shot=True)
     assert "Signed in." in console.notices()
     console.shot("overview")
 
@@ -316,6 +318,8 @@ def _walk_the_seed(console: Console, base: str, x_url: str) -> None:
     console.click("#segment-form button[type=submit]")
     assert "Segment 'All' created" in console.notices()
     console.shot("campaign")
+    console.open("/console/campaigns")
+    console.shot("campaigns")
 
     # 4. The reengagement tracker: the seed's form, every field.
     console.open("/console/trackers/new")
@@ -336,6 +340,7 @@ def _walk_the_seed(console: Console, base: str, x_url: str) -> None:
     assert window_choices == ["0", "1", "7", "14", "30"]
     console.choose("post_view_window_days", "1")
     console.type("event_matching_event", "purchase")
+    console.shot("tracker-form")
     console.click("#tracker-form button[value=view]")
     (tracker,) = api(base, "GET", "/api/v1/trackers")["items"]
     assert tracker["default"] is True and tracker["bundle_id"] == "333903271"
@@ -367,6 +372,7 @@ def _walk_the_seed(console: Console, base: str, x_url: str) -> None:
     assert console.selected("retry_attempts") == "3"
     assert console.selected("delivery_method") == "all"
     assert console.find("#enabled").is_selected()
+    console.shot("postback-form")
     console.click("#postback-form button[type=submit]")
     assert "every 'purchase' event of 'Demo Game' is sent to X as PURCHASE" in console.notices()
     console.open("/console/postbacks/new")
@@ -376,6 +382,8 @@ def _walk_the_seed(console: Console, base: str, x_url: str) -> None:
     console.choose("delivery_delay_s", "0")
     console.click("#postback-form button[type=submit]")
     console.shot("postbacks")
+    console.open("/console/trackers")
+    console.shot("trackers")
 
     # Events through the API. First one that X fails (500): without retries it is dead.
     mock(x_url, "PATCH", "/_mock/config", {"error_rate": 1.0})
@@ -452,7 +460,10 @@ async def test_the_seed_workflow_through_the_console(
     base, x_url = world
     console = Console(browser, base, tmp_path / "screenshots")
     await asyncio.to_thread(_walk_the_seed, console, base, x_url)
-    assert len(list((tmp_path / "screenshots").glob("*.png"))) >= 10
+    shots = {p.stem for p in (tmp_path / "screenshots").glob("*.png")}
+    assert {"sign-in", "overview", "x-accounts", "apps", "campaigns", "campaign", "tracker-form",
+            "tracker", "trackers", "postback-form", "postbacks", "deliveries", "event",
+            "report"} <= shots  # fmt: skip
 
 
 def _refusals(console: Console, base: str) -> None:
