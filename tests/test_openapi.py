@@ -36,7 +36,9 @@ def described(doc: dict[str, Any]) -> set[tuple[str, str]]:
 
 def routed(app: web.Application) -> set[tuple[str, str]]:
     out = set()
-    for route in app.router.routes():
+    # The web console (a sub-application at /console) serves HTML pages, not the API.
+    resources = [r for r in app.router.resources() if not isinstance(r, web.PrefixedSubAppResource)]
+    for route in (route for resource in resources for route in resource):
         if route.method in ("HEAD", "*"):  # aiohttp adds HEAD to every GET
             continue
         info = route.resource.get_info() if route.resource else {}

@@ -1,4 +1,4 @@
-"""The aiohttp application: routes, middlewares, health and metrics."""
+"""The aiohttp application: routes, middlewares, health and metrics, and the web console."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from postbackd.catalog import Catalog
+from postbackd.console import make_console
 from postbackd.metrics import Metrics
 
 from .admin import AdminRoutes, Authenticate
@@ -59,4 +60,12 @@ def make_app(
         return json_response(description)
 
     app.router.add_get(OPENAPI_PATH, openapi)
+    # The web console: HTML for people, its own sessions and headers (PRODUCT.md 6); it
+    # works through the same catalog, authentication and results as the routes above.
+    app.add_subapp(
+        "/console",
+        make_console(
+            catalog=catalog, authenticate=authenticate, results=results, api_token=api_token
+        ),
+    )
     return app

@@ -5,6 +5,7 @@ so a long report does not hold up an ingest commit."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, Final, TypeGuard
 
 from aiohttp import web
@@ -98,29 +99,37 @@ class ResultRoutes:
 
     async def deliveries(self, request: web.Request) -> web.Response:
         query, filters = _query(request, DELIVERY_FILTERS)
-        state = filters.get("state")
+        return json_response(await self.delivery_page(query, filters.get("state")))
+
+    async def delivery_page(self, query: Mapping[str, str], state: str | None) -> dict[str, object]:
+        """One page of deliveries (the answer of `GET deliveries`); the console reads the
+        same. `query` holds the paging parameters, `state` the filter."""
         if state is not None and state not in STATES:
             raise BadRequest(
                 f"state must be one of {', '.join(STATES)}", field="state", code="invalid_parameter"
             )
+        filters = {} if state is None else {"state": state}
         shape = (int,) * results.delivery_key_size(state)
         paging = Paging.of("deliveries", query, filters, shape)
         in_flight = frozenset(self._engine.in_flight_ids())
         rows = await self._reader.call(
             results.list_deliveries, state, paging.after, paging.limit + 1, _now_ms(), in_flight
         )
-        return json_response(paging.answer(rows, _key, _item))
+        return paging.answer(rows, _key, _item)
 
     async def replay(self, request: web.Request) -> web.Response:
         data = await read_object(request, self._max_body_bytes)
         unknown = set(data) - {"ids", "state"}
         if unknown:
             raise Invalid("unknown field for a replay", field=sorted(unknown)[0])
-        ids = data.get("ids")
         if ("ids" in data) == ("state" in data):
             raise Invalid('give either "ids" or "state": "dead"', field="ids")
         if "state" in data and data["state"] != "dead":
             raise Invalid('only dead deliveries are replayed: "state": "dead"', field="state")
+        return json_response({"replayed": await self.replay_dead(data.get("ids"))})
+
+    async def replay_dead(self, ids: object) -> int:
+        """Dead deliveries go out again: those of `ids`, or every one when None; the count."""
         if ids is not None and not _delivery_ids(ids):
             raise Invalid(f"ids must be a list of at most {MAX_REPLAY_IDS} delivery ids",
                           field="ids")  # fmt: skip
@@ -128,34 +137,39 @@ class ResultRoutes:
         chosen = None if ids is None else list(ids)
         lanes = await self._writer.submit(lambda conn: sql.replay_dead(conn, chosen, now))
         self._engine.rewind_lanes(dict.fromkeys(lanes, now))
-        return json_response({"replayed": sum(lanes.values())})
+        return sum(lanes.values())
 
     async def cancel(self, request: web.Request) -> web.Response:
-        """PRODUCT.md 2, "Delivery states": deliveries that have not gone out become
-        `cancelled`, by ids or all of a postback; requests already at X finish."""
         data = await read_object(request, self._max_body_bytes)
         unknown = set(data) - {"ids", "postback_id"}
         if unknown:
             raise Invalid("unknown field for a cancel", field=sorted(unknown)[0])
         if ("ids" in data) == ("postback_id" in data):
             raise Invalid('give either "ids" or "postback_id"', field="ids")
-        ids = data.get("ids")
-        postback_id = data.get("postback_id")
+        count = await self.cancel_pending(data.get("ids"), data.get("postback_id"))
+        return json_response({"cancelled": count})
+
+    async def cancel_pending(self, ids: object, postback_id: object) -> int:
+        """PRODUCT.md 2, "Delivery states": deliveries that have not gone out become
+        `cancelled`, by ids or all of a postback; requests already at X finish. The count."""
         if ids is not None and not _delivery_ids(ids):
             raise Invalid(f"ids must be a list of at most {MAX_REPLAY_IDS} delivery ids",
                           field="ids")  # fmt: skip
         if postback_id is not None and not isinstance(postback_id, str):
             raise Invalid("postback_id must be a postback id (a string)", field="postback_id")
-        count = await self._engine.cancel(ids, postback_id)
-        return json_response({"cancelled": count})
+        return await self._engine.cancel(ids, postback_id)
 
     async def event(self, request: web.Request) -> web.Response:
         event_id = request.match_info["event_id"]
-        in_flight = frozenset(self._engine.in_flight_ids())
-        found = await self._reader.call(results.event_details, event_id, _now_ms(), in_flight)
+        found = await self.event_details(event_id)
         if found is None:
             raise NotFound(f"event {event_id!r} does not exist", field="event_id")
         return json_response(found)
+
+    async def event_details(self, event_id: str) -> dict[str, Any] | None:
+        """The event, its deliveries and its claims with every rejected candidate."""
+        in_flight = frozenset(self._engine.in_flight_ids())
+        return await self._reader.call(results.event_details, event_id, _now_ms(), in_flight)
 
     async def attributions(self, request: web.Request) -> web.Response:
         query, filters = _query(request, ATTRIBUTION_FILTERS)
@@ -171,7 +185,12 @@ class ResultRoutes:
 
     async def report(self, request: web.Request) -> web.Response:
         _, filters = _query(request, REPORT_FILTERS, paged=False)
-        app_id = filters.get("app_id")
+        rows = await self.tracker_report(filters.get("app_id"))
+        return json_response({"items": rows, "count": len(rows)})
+
+    async def tracker_report(self, app_id: str | None) -> list[dict[str, Any]]:
+        """Per tracker: claims by outcome, attributions by engagement type, X-claimed versus
+        accepted and the gap by reason."""
         if app_id is not None and app_id not in self._catalog.index.apps:
             raise NotFound(f"app {app_id!r} does not exist", field="app_id")
         by_tracker = await self._reader.call(results.tracker_report, app_id)
@@ -184,4 +203,4 @@ class ResultRoutes:
                 "tracker_name": tracker.name if tracker else None,
                 **figures,
             })  # fmt: skip
-        return json_response({"items": rows, "count": len(rows)})
+        return rows

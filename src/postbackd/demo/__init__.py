@@ -7,7 +7,8 @@ own script.
 
 Both servers share one uvloop event loop and listen on free loopback ports; the data
 directory is temporary unless `--data-dir` names one, and every credential is made fresh
-for the run and never printed.
+for the run and never printed, but for the API token with `--keep-running`: it signs in to
+the web console the demo leaves running.
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-running",
         action="store_true",
-        help="after the summary, leave the daemon running (its URL and API token file are "
-        "printed, so /metrics, the admin API or Grafana can be looked at) until Ctrl-C",
+        help="after the summary, leave the daemon running until Ctrl-C, and print the address "
+        "of its web console with a token to sign in (and where /metrics and the admin API are)",
     )
 
 
@@ -210,7 +211,7 @@ async def _demo(args: argparse.Namespace, data_dir: Path, credentials: Credentia
             async with aiohttp.ClientSession() as session:
                 status = await _walk(Api(session, url, token), mock, args, data_dir, credentials)
             if args.keep_running:
-                await _stay(url, data_dir)
+                await _stay(url, data_dir, token)
             return status
         finally:
             await daemon.stop()
@@ -278,9 +279,13 @@ def _script_mock(mock: web.AppRunner, path: Path) -> None:
     state.claims = ClaimMaker(load_script(path, state.config.hmac_key))
 
 
-async def _stay(url: str, data_dir: Path) -> None:
+async def _stay(url: str, data_dir: Path, token: str) -> None:
     token_file = token_path(data_dir)
-    _say(f"\npostbackd keeps running on {url} (API token in {token_file}); Ctrl-C stops it. Try:")
+    _say(f"\npostbackd keeps running on {url} (API token in {token_file}); Ctrl-C stops it.")
+    # The token is this run's own (made at its first start), printed on request only.
+    _say(f"  web console: {url}/console/")
+    _say(f"  sign in with the API token: {token}")
+    _say("Or try:")
     _say(f"  curl -s {url}/metrics | grep ^postbackd_claims_total")
     _say(f'  curl -s -H "Authorization: Bearer $(cat {token_file})" {url}/api/v1/reports/trackers')
     stop = asyncio.Event()
