@@ -410,6 +410,7 @@ async def test_cancel_refuses_what_it_cannot_read(stack: Stack) -> None:
         ({"ids": [1], "postback_id": "x"}, "ids"),
         ({"ids": "1"}, "ids"),
         ({"ids": [True]}, "ids"),
+        ({"ids": None}, "ids"),
         ({"postback_id": 7}, "postback_id"),
         ({"state": "dead"}, "state"),
     ):
@@ -432,3 +433,9 @@ async def test_disabling_or_deleting_a_postback_says_what_still_goes_out(stack: 
     # Accepted means durable: they still go out unless cancelled.
     assert await api.ok("POST", "/api/v1/deliveries/cancel",
                         json={"postback_id": postback_id}) == {"cancelled": 4}  # fmt: skip
+
+
+async def test_replay_of_ids_null_is_refused_not_every_dead_delivery(stack: Stack) -> None:
+    status, answer = await stack.api.request("POST", "/api/v1/deliveries/replay",
+                                             json={"ids": None})  # fmt: skip
+    assert status == 422 and answer["error"]["field"] == "ids", answer

@@ -70,6 +70,13 @@ def _delivery_ids(ids: object) -> TypeGuard[list[int]]:
     )
 
 
+def _refuse_bad_ids(data: dict[str, object]) -> None:
+    """`ids`, when given, is a list of delivery ids: null is not "every delivery"."""
+    if "ids" in data and not _delivery_ids(data["ids"]):
+        raise Invalid(f"ids must be a list of at most {MAX_REPLAY_IDS} delivery ids",
+                      field="ids")  # fmt: skip
+
+
 class ResultRoutes:
     def __init__(
         self,
@@ -126,6 +133,7 @@ class ResultRoutes:
             raise Invalid('give either "ids" or "state": "dead"', field="ids")
         if "state" in data and data["state"] != "dead":
             raise Invalid('only dead deliveries are replayed: "state": "dead"', field="state")
+        _refuse_bad_ids(data)
         return json_response({"replayed": await self.replay_dead(data.get("ids"))})
 
     async def replay_dead(self, ids: object) -> int:
@@ -146,6 +154,7 @@ class ResultRoutes:
             raise Invalid("unknown field for a cancel", field=sorted(unknown)[0])
         if ("ids" in data) == ("postback_id" in data):
             raise Invalid('give either "ids" or "postback_id"', field="ids")
+        _refuse_bad_ids(data)
         count = await self.cancel_pending(data.get("ids"), data.get("postback_id"))
         return json_response({"cancelled": count})
 
