@@ -228,9 +228,10 @@ def test_a_past_reset_pause_never_exceeds_a_window(clock: Clock) -> None:
 
 
 def test_x_raising_its_limit_mid_window_is_used_at_once(clock: Clock) -> None:
-    budget = AccountBudget(5, 900.0, clock)
-    take(budget, 5)
-    budget.observe(5, 0, T0 + 900)
+    budget = AccountBudget(20, 900.0, clock)
+    take(budget, 1)
+    budget.observe(5, 4, T0 + 900)  # X allows 5 for now
+    take(budget, 4)
     assert budget.try_take() > 0
     budget.observe(20, 15, T0 + 900)  # X now allows 20 in this window: 15 are left
     take(budget, 15)
@@ -248,3 +249,20 @@ def test_x_shortening_its_window_is_followed(clock: Clock) -> None:
     assert budget.try_take() == pytest.approx(5.0)
     clock.now_s += 5
     take(budget, 100)  # the next window is whole
+
+
+def test_the_configured_limit_is_a_cap_on_what_x_says(clock: Clock) -> None:
+    # The operator set 5 per window (say, leaving room for another tool on the token): X's
+    # 60,000 does not raise it; X's 3 lowers it, and X's 4 later raises it within the cap.
+    budget = AccountBudget(5, 900.0, clock)
+    take(budget, 1)
+    budget.observe(60_000, 59_999, T0 + 900)
+    take(budget, 4)
+    assert budget.try_take() > 0
+    clock.now_s += 900
+    budget.observe(3, 3, T0 + 1800)
+    take(budget, 3)
+    assert budget.try_take() > 0
+    budget.observe(4, 1, T0 + 1800)
+    take(budget, 1)
+    assert budget.try_take() > 0

@@ -16,16 +16,19 @@ class AccountBudget:
     """A fixed window that opens at the first take and holds `limit` requests.
 
     The window's end is local until an answer of X names it ("confirmed"). X has one window at
-    a time per token, so an answer whose reset is already past, or earlier than a confirmed
-    end, comes from an older window: answers arrive out of order under concurrency, and such
-    an answer must not undo the current window.
+    a time per token, so an answer whose reset is already past comes from an older window:
+    answers arrive out of order under concurrency, and such an answer must not undo the
+    current window. The configured limit is a cap: X's `x-rate-limit-limit` may lower the
+    budget (and raise it again up to the cap), never raise it above what the operator set.
     """
 
     __slots__ = (
-        "_clock", "_confirmed", "_limit", "_pauses", "_remaining", "_reset_at", "_window_s"
+        "_cap", "_clock", "_confirmed", "_limit", "_pauses", "_remaining", "_reset_at",
+        "_window_s",
     )  # fmt: skip
 
     def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.time) -> None:
+        self._cap = limit
         self._limit = limit
         self._window_s = window_s
         self._clock = clock  # epoch seconds: X's reset is an epoch second
@@ -73,6 +76,7 @@ class AccountBudget:
             self._pauses = 0
         now_s = self._clock()
         if limit is not None and limit > 0:  # a limit of 0 would stall the account forever
+            limit = min(limit, self._cap)
             if limit > self._limit and self._is_open(now_s):
                 # X raised the limit: the difference is there to use in this window already.
                 self._remaining += limit - self._limit
