@@ -39,7 +39,7 @@ Outcome = tuple[bool, Any]
 Item = tuple[Job, "asyncio.Future[Any]"]
 # Enough to amortise a commit, small enough that one transaction stays short.
 MAX_JOBS_PER_COMMIT: Final = 512
-WAL_SIZE_LIMIT: Final = 16 * 1024 * 1024
+WAL_SIZE_LIMIT: Final = 4 * 1024 * 1024  # what 1,000 pages take: SQLite checkpoints then
 # A failing store is logged once per this interval, not once per request.
 FAILURE_LOG_INTERVAL_S: Final = 30.0
 
