@@ -1,5 +1,5 @@
 """What every scenario gets: the sizes of this run (full or quick), where to work, and the
-engine's throughput from scenario 1, which scenarios 2, 4 and 5 measure against."""
+engine's throughput from scenario 1, which scenarios 2, 3, 4 and 5 measure against."""
 
 from __future__ import annotations
 

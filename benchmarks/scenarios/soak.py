@@ -13,6 +13,7 @@ X's request log says when it answered each event's claim (`xlog.py`); the faults
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import statistics
 import time
@@ -148,7 +149,9 @@ async def _measure(
                 nonlocal dead
                 while True:
                     await asyncio.sleep(REPLAY_EVERY_S)
-                    dead += await _replay_dead(s, healthy)
+                    # Refused (503) while the disk is full: the next turn tries again.
+                    with contextlib.suppress(RuntimeError):
+                        dead += await _replay_dead(s, healthy)
 
             replays = asyncio.create_task(replaying())
             try:

@@ -237,6 +237,12 @@ class Engine:
                             self._forget(d)
                     lane.queue.clear()
                     lane.queue.extend(kept)
+            for delivery_id, timer in list(self._timers.items()):
+                waiting = self._loaded.get(delivery_id)  # to be queued again later
+                if waiting is not None and match(waiting):
+                    timer.cancel()
+                    del self._timers[delivery_id]
+                    self._forget(waiting)
             in_flight = {i for lane in self._lanes.values() for i, d in lane.in_flight.items()
                          if match(d)}  # fmt: skip
             self._cancel_after |= in_flight
