@@ -316,7 +316,7 @@ async def test_wire_timeout(wire: tuple[Recorder, XClient]) -> None:
     assert response.status == 0
     assert response.kind is ResponseKind.RETRYABLE
     assert response.error is not None and response.error.startswith("timeout")
-    assert 0.25 <= response.duration_s < 2
+    assert 0.25 <= response.duration_s < 10  # above: a hang, not a slow machine
     assert len(recorder.requests) == 1  # X got the request and was too slow to answer
 
 

@@ -172,7 +172,7 @@ async def test_content_length_answer_with_rate_limit_headers() -> None:
     assert response.body == b'{"errors":[]}'
     assert response.error is None
     assert response.rate_limit == RateLimitInfo(limit=60000, remaining=0, reset_epoch_s=1764331200)
-    assert 0 < response.duration_s < 1
+    assert 0 < response.duration_s < 10  # measured, and far from a hang
 
 
 async def test_chunked_answer_then_the_connection_is_reused() -> None:
