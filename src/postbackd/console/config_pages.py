@@ -90,7 +90,6 @@ async def account_page(request: web.Request) -> web.Response:
 
 async def update_account(request: web.Request) -> web.Response:
     account_id = request.match_info["id"]
-    services(request).catalog.get(ACCOUNTS, account_id)
     attempt = await save(request, ACCOUNTS, ACCOUNT_EDIT, entity_id=account_id)
     if attempt.saved is None:
         return _account(request, attempt.form, attempt.status)
@@ -161,7 +160,6 @@ async def app_page(request: web.Request) -> web.Response:
 
 async def update_app(request: web.Request) -> web.Response:
     app_id = request.match_info["id"]
-    services(request).catalog.get(APPS, app_id)
     attempt = await save(request, APPS, APP_EDIT, entity_id=app_id)
     if attempt.saved is None:
         return _app(request, attempt.form, attempt.status)
@@ -239,7 +237,6 @@ async def campaign_page(request: web.Request) -> web.Response:
 
 async def update_campaign(request: web.Request) -> web.Response:
     campaign_id = request.match_info["id"]
-    services(request).catalog.get(CAMPAIGNS, campaign_id)
     attempt = await save(request, CAMPAIGNS, CAMPAIGN_EDIT, entity_id=campaign_id)
     if attempt.saved is None:
         return _campaign(request, form=attempt.form, status=attempt.status)

@@ -55,8 +55,12 @@ async def save(
     """Create (or, with `entity_id`, update) a `kind` from the posted fields `names`.
 
     `fixed`: fields the page sets, not the form (a segment's campaign). `shape`: how the
-    page's form maps onto the API's fields where it is not one input per field.
+    page's form maps onto the API's fields where it is not one input per field. An
+    `entity_id` that names nothing is a 404 before the form is read.
     """
+    catalog = services(request).catalog
+    if entity_id is not None:
+        catalog.get(kind, entity_id)
     posted = text_fields(await request.post())
     rules = kind.form
     lists = [n for n in names if isinstance(rules[n], TextList)]
@@ -66,7 +70,6 @@ async def save(
     data.update(fixed or {})
     if shape is not None:
         data = shape(data)
-    catalog = services(request).catalog
     try:
         if entity_id is None:
             saved = await catalog.create(kind, data)

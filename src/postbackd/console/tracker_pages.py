@@ -194,7 +194,6 @@ async def tracker_page(request: web.Request) -> web.Response:
 
 async def update_tracker(request: web.Request) -> web.Response:
     tracker_id = request.match_info["id"]
-    services(request).catalog.get(TRACKERS, tracker_id)
     attempt = await save(request, TRACKERS, TRACKER_EDIT, entity_id=tracker_id)
     if attempt.saved is None:
         return _tracker(request, attempt.form, attempt.status)
@@ -287,7 +286,6 @@ async def postback_page(request: web.Request) -> web.Response:
 
 async def update_postback(request: web.Request) -> web.Response:
     postback_id = request.match_info["id"]
-    services(request).catalog.get(POSTBACKS, postback_id)
     attempt = await save(request, POSTBACKS, POSTBACK_EDIT, entity_id=postback_id)
     if attempt.saved is None:
         return _postback(request, attempt.form, attempt.status)
