@@ -410,6 +410,9 @@ async def test_every_panel_shows_data_scraped_by_a_real_prometheus(tmp_path: Pat
             # Time passes: a sweep with a retention of a millisecond deletes what is final.
             await sweep_everything_final(daemon)
             await prom.scraped_since(time.time())
+            # The checks below step through time every 250 ms: without a pause, no step may
+            # fall after that last scrape yet, and the sweep's deletions would not show.
+            await asyncio.sleep(0.5)
 
             span_s = int(time.monotonic() - started) + 10
             problems: list[str] = []
