@@ -26,6 +26,7 @@ ROWS = [
     "Errors",
     "Retention",
     "Daemon",
+    "Event stream",
 ]
 # Series of Prometheus itself and of the process collector that panels may use.
 OTHER_SERIES = {"up"}

@@ -24,6 +24,8 @@ from postbackd.metrics import (
     QUEUE_STATES,
     RETENTION_KINDS,
     STATUS_CLASSES,
+    STREAM_BACKLOG_STATES,
+    STREAM_DEAD_LETTER_REASONS,
     UNAUTHORIZED_REASONS,
     X_ANSWER_KINDS,
     Metrics,
@@ -51,6 +53,10 @@ EXPECTED = {
     "postbackd_retention_deleted": ("counter", "kind", RETENTION_KINDS),
     "postbackd_store_bytes": ("gauge", None, ()),
     "postbackd_api_unauthorized": ("counter", "reason", UNAUTHORIZED_REASONS),
+    "postbackd_stream_read": ("counter", None, ()),
+    "postbackd_stream_acked": ("counter", None, ()),
+    "postbackd_stream_dead_lettered": ("counter", "reason", STREAM_DEAD_LETTER_REASONS),
+    "postbackd_stream_backlog": ("gauge", "state", STREAM_BACKLOG_STATES),
 }
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
 from conftest import (
     ACCOUNT_ID,
@@ -45,11 +46,13 @@ from postbackd.mockx.config import MockAccount
 from postbackd.store.db import DB_NAME
 from postbackd.store.writer import Writer
 from procs import OTHER_ACCOUNT
+from redisproc import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "dashboards" / "postbackd.json"
 RULES_DIR = ROOT / "prometheus"
 SCRAPE_INTERVAL_S = 1
+STREAM = "postbackd:events"
 # Grafana's values for a 1 s scrape interval ($__rate_interval is 4 scrape intervals).
 # The dashboard's own `instance` variable, on "All", is every target.
 GRAFANA_VARIABLES = {"$__rate_interval": "4s", "$__range": "5m", "$instance": ".*"}
@@ -291,7 +294,8 @@ def daemon_writer(daemon: Daemon) -> Writer:
 
 
 @asynccontextmanager
-async def daemon_and_mock(tmp_path: Path) -> AsyncIterator[tuple[Daemon, str]]:
+async def daemon_and_mock(tmp_path: Path) -> AsyncIterator[tuple[Daemon, str, Redis]]:
+    server = RedisServer(tmp_path / "redis")
     # Short rate windows on both sides, so that a low limit is felt and then over quickly.
     config = mock_config(claim_rate=0.6, rate_window_s=2.0)
     second = MockAccount(*OTHER_ACCOUNT)
@@ -300,6 +304,7 @@ async def daemon_and_mock(tmp_path: Path) -> AsyncIterator[tuple[Daemon, str]]:
         daemon_settings(
             tmp_path / "data",
             x_url,
+            event_stream_url=f"{server.url}?stream={STREAM}&claim_idle_s=600",
             retry_base_s=0.05,
             retry_cap_s=0.2,
             rate_limit_window_s=2.0,
@@ -310,11 +315,20 @@ async def daemon_and_mock(tmp_path: Path) -> AsyncIterator[tuple[Daemon, str]]:
         )
     )
     try:
-        await daemon.start()
-        yield daemon, x_url
+        await server.start()
+        async with server.client() as redis:
+            # A member of the group read entries and died: they stay pending (the stream's
+            # backlog) for longer than the test, as claim_idle_s is longer.
+            await redis.xgroup_create(STREAM, "postbackd", id="$", mkstream=True)
+            for n in range(3):
+                await redis.xadd(STREAM, {"event": json.dumps({"n": n})})
+            await redis.xreadgroup("postbackd", "dead", {STREAM: ">"})
+            await daemon.start()
+            yield daemon, x_url, redis
     finally:
         await daemon.stop()
         await runner.cleanup()
+        server.stop()
 
 
 def panel_targets() -> list[tuple[str, str]]:
@@ -336,7 +350,7 @@ async def test_every_panel_shows_data_scraped_by_a_real_prometheus(tmp_path: Pat
     targets = panel_targets()
     started = time.monotonic()
     async with (
-        daemon_and_mock(tmp_path) as (daemon, x_url),
+        daemon_and_mock(tmp_path) as (daemon, x_url, redis),
         aiohttp.ClientSession() as session,
     ):
         assert daemon.port is not None
@@ -355,6 +369,10 @@ async def test_every_panel_shows_data_scraped_by_a_real_prometheus(tmp_path: Pat
             # by both accounts, which is what opens the broad circuit.
             other = await seed_second_account(api, OTHER_ACCOUNT, retry_attempts=1)
             load = Load(api, [seeded["app"]["id"], other["id"]])
+            # Events from the Redis Stream as well, and an entry that is not JSON.
+            await redis.xadd(STREAM, {"event": "{not json"})
+            for n in range(10_000, 10_050):
+                await redis.xadd(STREAM, {"event": json.dumps(load.item(n))})
             # A client with a wrong token, and one with none (401s, counted).
             for headers in ({"Authorization": "Bearer wrong"}, {}):
                 status, _ = await api.request("GET", "/api/v1/apps", auth=False, headers=headers)
@@ -392,6 +410,9 @@ async def test_every_panel_shows_data_scraped_by_a_real_prometheus(tmp_path: Pat
             # Time passes: a sweep with a retention of a millisecond deletes what is final.
             await sweep_everything_final(daemon)
             await prom.scraped_since(time.time())
+            # The checks below step through time every 250 ms: without a pause, no step may
+            # fall after that last scrape yet, and the sweep's deletions would not show.
+            await asyncio.sleep(0.5)
 
             span_s = int(time.monotonic() - started) + 10
             problems: list[str] = []

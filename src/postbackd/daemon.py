@@ -23,6 +23,7 @@ import uvloop
 from aiohttp import web
 
 from postbackd import __version__, logs
+from postbackd.admission import Admission
 from postbackd.api.app import make_app
 from postbackd.api.ingest import IngestRoute
 from postbackd.api.results import ResultRoutes
@@ -41,6 +42,8 @@ from postbackd.store.db import DB_NAME, open_database, prepare_data_dir
 from postbackd.store.lock import DataDirLock
 from postbackd.store.reader import Reader
 from postbackd.store.writer import Writer
+from postbackd.stream.config import StreamConfig
+from postbackd.stream.source import StreamSource
 from postbackd.token import ensure_api_token
 from postbackd.x.client import XClient
 from postbackd.x.oauth import OAuth1Signer
@@ -72,6 +75,8 @@ class Daemon:
         self._reader: Reader | None = None
         self._depth_task: asyncio.Task[None] | None = None
         self._janitor_task: asyncio.Task[None] | None = None
+        self._stream: StreamSource | None = None
+        self._stream_task: asyncio.Task[None] | None = None
         self._started = 0.0
         self.catalog: Catalog
         self.engine: Engine | None = None
@@ -135,6 +140,14 @@ class Daemon:
         )
         first_id = await writer.call(sql.max_delivery_id) + 1
         intake = Intake(writer, lambda: self.catalog.index, devices, first_id)
+        admission = Admission(intake, self.catalog, self.metrics, on_accepted=engine.rewind_lanes)
+        if s.event_stream_url:
+            # Unreachable at start is a configuration to fix (host, port, password): one line
+            # and a non-zero exit. Lost later, it is waited for (stream/source.py).
+            self._stream = StreamSource(
+                StreamConfig.from_url(s.event_stream_url), admission, self.metrics
+            )
+            await self._stream.connect()
         app = make_app(
             catalog=self.catalog,
             metrics=self.metrics,
@@ -143,8 +156,7 @@ class Daemon:
             max_body_bytes=s.max_body_bytes,
             is_ready=lambda: self.is_ready,
             ingest=IngestRoute(
-                intake, self.catalog, self.metrics, max_body_bytes=s.max_body_bytes,
-                max_items=s.max_batch_items, on_accepted=engine.rewind_lanes,
+                admission, max_body_bytes=s.max_body_bytes, max_items=s.max_batch_items
             ),
             results=ResultRoutes(reader, writer, engine, self.catalog, s.max_body_bytes),
         )  # fmt: skip
@@ -167,6 +179,9 @@ class Daemon:
         )  # fmt: skip
         self._janitor_task = asyncio.create_task(janitor.run(), name="janitor")
         self._janitor_task.add_done_callback(self._part_ended)
+        if self._stream is not None:
+            self._stream_task = asyncio.create_task(self._stream.run(), name="event-stream")
+            self._stream_task.add_done_callback(self._part_ended)
         self.ready = True
         log.info(
             "ready: listening on http://%s:%d (%d apps, %d trackers, %d postbacks; "
@@ -242,6 +257,10 @@ class Daemon:
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None
+            if self._stream_task is not None:
+                # An entry whose commit is cut short is read again: a duplicate, harmless.
+                self._stream_task.cancel()
+                await asyncio.gather(self._stream_task, return_exceptions=True)
             for task in (self._depth_task, self._janitor_task):
                 if task is not None:
                     task.cancel()
@@ -261,6 +280,9 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._stream is not None:
+            await self._stream.close()
+            self._stream = None
         if self._writer is not None:
             await self._writer.close()
             self._writer = None

@@ -15,6 +15,8 @@ What each metric answers for an operator (the dashboard's rows, grafana/dashboar
                        store_errors (commits that failed: disk full, I/O errors),
                        store_bytes and retention_deleted (disk use kept flat by the janitor)
     who knocks?        api_unauthorized (requests refused for a missing or wrong token)
+    event stream       stream_read, stream_acked, stream_dead_lettered, stream_backlog
+                       (only move when `event_stream_url` is set)
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ QUEUE_STATES: Final = ("scheduled", "ready", "in_flight", "held", "dead")
 # is not the daemon's bearer token.
 UNAUTHORIZED_REASONS: Final = ("missing", "wrong")
 CIRCUIT_STATES: Final[tuple[CircuitState, ...]] = ("closed", "open", "half_open")
+# Why an entry of the event stream went to the dead-letter stream: no `event` field, an
+# `event` that is not JSON, JSON that is not a valid event, or an event of an unknown app.
+STREAM_DEAD_LETTER_REASONS: Final = ("no_event", "not_json", "invalid", "unknown_app")
+# lag: entries the consumer group has not read yet; pending: read, not yet acknowledged.
+STREAM_BACKLOG_STATES: Final = ("lag", "pending")
 
 # X answers in milliseconds to seconds; a claim's lag spans retries and delays (minutes).
 _X_LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -166,6 +173,32 @@ class Metrics:
             "Size of the store's files on disk (database, WAL and shared memory)",
             registry=r,
         )
+        self.stream_read = Counter(
+            "postbackd_stream_read_total",
+            "Entries read from the event stream, new or taken over from a dead member "
+            "(an entry read again after a failure counts again)",
+            registry=r,
+        )
+        self.stream_acked = Counter(
+            "postbackd_stream_acked_total",
+            "Entries of the event stream acknowledged (XACK): once their event is committed, "
+            "or once moved to the dead-letter stream",
+            registry=r,
+        )
+        self.stream_dead_lettered = Counter(
+            "postbackd_stream_dead_lettered_total",
+            "Entries of the event stream moved to the dead-letter stream, by reason: no_event, "
+            "not_json, invalid, unknown_app",
+            ["reason"],
+            registry=r,
+        )
+        self.stream_backlog = Gauge(
+            "postbackd_stream_backlog",
+            "Entries of the event stream not done yet, by state: lag (not read by the consumer "
+            "group yet) and pending (read by a member, not acknowledged yet); counted every 5 s",
+            ["state"],
+            registry=r,
+        )
         # Pre-create every label child so that each series reads 0 from the first scrape.
         for labels, values in (
             (self.events_received, EVENT_RESULTS),
@@ -179,6 +212,8 @@ class Metrics:
             (self.store_errors, STORE_ERROR_KINDS),
             (self.retention_deleted, RETENTION_KINDS),
             (self.api_unauthorized, UNAUTHORIZED_REASONS),
+            (self.stream_dead_lettered, STREAM_DEAD_LETTER_REASONS),
+            (self.stream_backlog, STREAM_BACKLOG_STATES),
         ):
             for value in values:
                 labels.labels(value)

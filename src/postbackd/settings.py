@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from cryptography.fernet import Fernet
 
 from postbackd.errors import PostbackdError
+from postbackd.stream.config import StreamConfig
 
 ENV_PREFIX = "POSTBACKD_"
 CONFIG_ENV = "POSTBACKD_CONFIG"
@@ -115,6 +116,14 @@ def _fernet_keys(value: str) -> str:
                 "44 characters; docs/operations.md shows how to make one)"
             ) from None
     return ",".join(keys)
+
+
+def _event_stream_url(value: str) -> str:
+    try:
+        StreamConfig.from_url(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    return value
 
 
 def _choice(*choices: str) -> Parse:
@@ -309,6 +318,20 @@ class Settings:
     )
     shutdown_grace_s: float = field(
         default=10.0, metadata=_meta("time in-flight requests get to finish", _at_least(0))
+    )
+    event_stream_url: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_meta(
+            "Redis Stream to read events from as a member of a consumer group: "
+            "redis://[:PASSWORD@]HOST:PORT/DB?stream=NAME, optionally &group= (default "
+            "postbackd), &consumer= (default HOST-PID), &dead_letter= (default NAME:dead), "
+            "&claim_idle_s= (default 60); unset: no stream is read",
+            _event_stream_url,
+            metavar="URL",
+            # It may hold the password of Redis.
+            secret=True,
+        ),
     )
 
     @property

@@ -1,0 +1,368 @@
+"""The Redis Stream event source (PRODUCT.md 5, "Event streams"), against a real redis-server
+and the real daemon and simulated X as an operator runs them.
+
+An entry's `event` field is one Kochava event, as one item of `POST /track/json`: it reaches X
+and is acknowledged only once committed; an entry that is not a valid event goes to the
+dead-letter stream with its reason and field, acknowledged; a dead member's pending entries
+are taken over; Redis lost while running is waited for; a bad `event_stream_url` or an
+unreachable Redis at start is one clear line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+import test_store_failures
+from conftest import Api, seed_config
+from postbackd.stream.config import DEFAULT_CLAIM_IDLE_S, StreamConfig
+from procs import Proc, client, conversions, start_daemon, start_mock, wait_for
+from redisproc import RedisServer, free_port
+from test_delivery import FAST_RETRY, event, settled
+from test_one_daemon import assert_one_clear_line, run_serve
+from test_store_failures import PADDING, fill
+
+STREAM = "postbackd:events"
+GROUP = "postbackd"
+DEAD = f"{STREAM}:dead"
+# The data dir on a small tmpfs of its own, to fill (mounting one needs root, as in CI).
+small_fs = test_store_failures.small_fs
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    async with redis_server.client() as r:
+        yield r
+
+
+def stream_url(server: RedisServer, **params: object) -> str:
+    query = "&".join(f"{k}={v}" for k, v in {"stream": STREAM, **params}.items())
+    return f"{server.url}?{query}"
+
+
+@contextlib.asynccontextmanager
+async def running(
+    tmp_path: Path, url: str | None, mock: Proc | None = None
+) -> AsyncIterator[tuple[Proc, Proc, Api]]:
+    """The simulated X (or `mock`) and `postbackd serve` reading the stream at `url`."""
+    x = mock or await start_mock()
+    settings: dict[str, Any] = dict(FAST_RETRY)
+    if url is not None:
+        settings["event_stream_url"] = url
+    try:
+        daemon = await start_daemon(tmp_path / "data", x.url, **settings)
+        try:
+            async with client(daemon) as api:
+                yield x, daemon, api
+            # A clean stop: the reader ends with the daemon.
+            assert await daemon.stop() == 0, daemon.log
+        finally:
+            await daemon.kill()
+    finally:
+        if mock is None:
+            await x.kill()
+
+
+async def add(redis: Redis, *events: dict[str, Any]) -> list[bytes]:
+    return [await redis.xadd(STREAM, {"event": json.dumps(e)}) for e in events]
+
+
+async def pending(redis: Redis) -> int:
+    summary = await redis.xpending(STREAM, GROUP)
+    return int(summary["pending"])
+
+
+async def all_acknowledged(redis: Redis) -> None:
+    """Until the group has read every entry and acknowledged it."""
+
+    async def done() -> bool:
+        (group,) = await redis.xinfo_groups(STREAM)
+        return group["lag"] == 0 and await pending(redis) == 0
+
+    await wait_for(done)
+
+
+async def delivered_to_x(mock: Proc, count: int) -> list[dict[str, Any]]:
+    async def enough() -> list[dict[str, Any]] | None:
+        found = await conversions(mock)
+        return found if len(found) >= count else None
+
+    return await wait_for(enough)  # type: ignore[no-any-return]
+
+
+async def metrics(api: Api) -> dict[str, float]:
+    """Each sample of `/metrics` by name and labels: `name{label=value}` or `name`."""
+    async with api.session.get(api.base + "/metrics") as r:
+        text = await r.text()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+async def test_events_added_to_the_stream_reach_x_and_are_acknowledged(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    url = stream_url(redis_server)
+    async with running(tmp_path, url) as (mock, daemon, api):
+        app_id = (await seed_config(api))["app"]["id"]
+        await add(redis, *(event(app_id, n) for n in range(20)))
+        # The same event twice (a producer retrying): a duplicate, acknowledged, sent once.
+        await add(redis, event(app_id, 3))
+        await settled(api, 20)
+        await all_acknowledged(redis)
+        sent = await delivered_to_x(mock, 20)
+        await asyncio.sleep(0.3)
+        assert len(await conversions(mock)) == len(sent) == 20
+        seen = await metrics(api)
+        assert seen["postbackd_stream_read_total"] == 21
+        assert seen["postbackd_stream_acked_total"] == 21
+        assert seen["postbackd_events_received_total{result=accepted}"] == 20
+        assert seen["postbackd_events_received_total{result=duplicate}"] == 1
+        assert not await redis.exists(DEAD)
+    # The daemon says what it reads, without a password.
+    assert f"reading events from stream {STREAM} of {redis_server.url}, group {GROUP}" in (
+        daemon.log
+    )
+
+
+async def test_entries_that_are_not_valid_events_are_dead_lettered_and_acknowledged(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    async with running(tmp_path, stream_url(redis_server)) as (mock, _, api):
+        app_id = (await seed_config(api))["app"]["id"]
+        missing_data = {k: v for k, v in event(app_id, 2).items() if k != "data"}
+        bad = {
+            await redis.xadd(STREAM, {"event": b"{not json", "source": "crm"}): (
+                "not_json", "event", "event is not JSON"),
+            (await add(redis, missing_data))[0]: ("invalid", "data", "data is required"),
+            (await add(redis, event("ko-no-such-app", 3)))[0]: (
+                "unknown_app", "kochava_app_id", "'ko-no-such-app' is not a known app"),
+            await redis.xadd(STREAM, {"payload": "{}"}): (
+                "no_event", "event", "the entry has no event field"),
+        }  # fmt: skip
+        (good,) = await add(redis, event(app_id, 1))
+        await all_acknowledged(redis)
+        await settled(api, 1)
+
+        moved = await redis.xrange(DEAD)
+        assert len(moved) == 4
+        originals = dict(await redis.xrange(STREAM))
+        for _, fields in moved:
+            entry_id = fields[b"entry_id"]
+            reason, field, message = bad[entry_id]
+            assert fields[b"field"] == field.encode(), fields
+            assert message in fields[b"reason"].decode(), fields
+            # The entry as it was, with why it was moved.
+            assert {k: v for k, v in fields.items() if k not in (b"reason", b"field",
+                    b"entry_id")} == originals[entry_id]  # fmt: skip
+        assert good not in {f[b"entry_id"] for _, f in moved}
+        seen = await metrics(api)
+        for reason, _, _ in bad.values():
+            assert seen[f"postbackd_stream_dead_lettered_total{{reason={reason}}}"] == 1
+        assert seen["postbackd_stream_acked_total"] == 5
+        # Never retried: nothing pending, nothing moved twice.
+        await asyncio.sleep(1.0)
+        assert await pending(redis) == 0
+        assert await redis.xlen(DEAD) == 4
+        assert len(await conversions(mock)) == 1
+
+
+async def test_a_dead_members_pending_entries_are_taken_over(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    mock = await start_mock()
+    try:
+        async with running(tmp_path, None, mock) as (_, _, api):
+            app_id = (await seed_config(api))["app"]["id"]
+        # A member read five entries and died before acknowledging them.
+        await redis.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
+        await add(redis, *(event(app_id, n) for n in range(5)))
+        [[_, read]] = await redis.xreadgroup(GROUP, "dead", {STREAM: ">"}, count=10)
+        assert len(read) == 5 and await pending(redis) == 5
+        url = stream_url(redis_server, claim_idle_s=0.5)
+        async with running(tmp_path, url, mock) as (_, daemon, api):
+            await settled(api, 5)
+            await all_acknowledged(redis)
+            assert len(await delivered_to_x(mock, 5)) == 5
+            consumers = {
+                c["name"]: c["pending"] for c in await redis.xinfo_consumers(STREAM, GROUP)
+            }
+            assert consumers[b"dead"] == 0
+        assert "took over 5 event stream entries" in daemon.log
+    finally:
+        await mock.kill()
+
+
+async def test_entries_the_store_refuses_stay_pending_and_are_read_again(
+    small_fs: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    mock = await start_mock()
+    url = stream_url(redis_server)
+    daemon = await start_daemon(small_fs / "data", mock.url, event_stream_url=url, **FAST_RETRY)
+    try:
+        async with client(daemon) as api:
+            app_id = (await seed_config(api))["app"]["id"]
+            filler = fill(small_fs)
+            # Ingest until the store refuses a commit (the WAL must grow on a full disk).
+            padded = {"event_name": "purchase", "event_data": {"note": PADDING}}
+            for n in range(0, 20_000, 100):
+                batch = [event(app_id, m, data=padded) for m in range(n, n + 100)]
+                status, _ = await api.request("POST", "/track/json", json=batch)
+                if status == 503:
+                    break
+            assert status == 503, "the store never refused a commit on a full disk"
+            ids = await add(redis, *(event(app_id, 50_000 + n) for n in range(5)))
+
+            # Read, refused by the store, not acknowledged: they stay pending, and the daemon
+            # reads its pending ones again rather than new ones (which wait in the stream).
+            async def read_and_refused() -> bool:
+                return await pending(redis) > 0 and "the store refused them" in daemon.log
+
+            await wait_for(read_and_refused)
+            await asyncio.sleep(1.0)
+            (group,) = await redis.xinfo_groups(STREAM)
+            assert group["pending"] > 0 and group["pending"] + group["lag"] == 5, group
+            assert (await metrics(api))["postbackd_stream_acked_total"] == 0
+            status, _ = await api.request("GET", "/api/v1/events/ev-50000")
+            assert status == 404
+
+            filler.unlink()  # space again: the pending entries are read again and committed
+            await all_acknowledged(redis)
+            for n in range(5):
+                await api.ok("GET", f"/api/v1/events/ev-{50_000 + n}")
+            assert (await metrics(api))["postbackd_stream_acked_total"] == len(ids)
+    finally:
+        await daemon.kill()
+        await mock.kill()
+
+
+async def test_redis_lost_while_running_is_waited_for_and_reading_resumes(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with running(tmp_path, stream_url(redis_server)) as (mock, daemon, api):
+        app_id = (await seed_config(api))["app"]["id"]
+        async with redis_server.client() as redis:
+            await add(redis, *(event(app_id, n) for n in range(3)))
+            await all_acknowledged(redis)
+        redis_server.kill()
+
+        def warnings() -> list[str]:
+            return [line for line in daemon.log.splitlines() if "event stream" in line
+                    and "reading paused" in line]  # fmt: skip
+
+        async def warned() -> list[str]:
+            return warnings()
+
+        await wait_for(warned)
+        # The daemon keeps serving, and ingest over HTTP does not need Redis.
+        for _ in range(10):
+            async with api.session.get(api.base + "/healthz") as r:
+                assert r.status == 200
+            await asyncio.sleep(0.2)
+        await api.ok("POST", "/track/json", 202, json=[event(app_id, 100)])
+        # Retried with backoff, logged once per minute.
+        assert len(warnings()) == 1, warnings()
+        assert redis_server.url in warnings()[0]
+
+        # Back on the same port, empty (no persistence): the group is made again.
+        await redis_server.start()
+        async with redis_server.client() as redis:
+            await add(redis, *(event(app_id, n) for n in range(10, 13)))
+            await settled(api, 7)
+            await all_acknowledged(redis)
+        assert len(await delivered_to_x(mock, 7)) == 7
+    assert "reachable again: reading resumes" in daemon.log
+
+
+async def test_an_unreachable_redis_at_start_is_one_line_without_the_password(
+    tmp_path: Path,
+) -> None:
+    port = free_port()  # nothing listens there
+    code, stderr = await run_serve({
+        "POSTBACKD_DATA_DIR": str(tmp_path / "data"),
+        "POSTBACKD_LISTEN": "127.0.0.1:0",
+        "POSTBACKD_EVENT_STREAM_URL": f"redis://:s3cret-pw@127.0.0.1:{port}/0?stream=events",
+    })  # fmt: skip
+    assert code != 0
+    assert_one_clear_line(stderr, f"cannot read the event stream at redis://127.0.0.1:{port}/0")
+    assert "s3cret-pw" not in stderr
+
+
+async def test_a_malformed_event_stream_url_is_refused_naming_the_field(tmp_path: Path) -> None:
+    code, stderr = await run_serve({
+        "POSTBACKD_DATA_DIR": str(tmp_path / "data"),
+        "POSTBACKD_LISTEN": "127.0.0.1:0",
+        "POSTBACKD_EVENT_STREAM_URL": "redis://:s3cret-pw@127.0.0.1:6379/0?group=g",
+    })  # fmt: skip
+    assert code == 2
+    assert_one_clear_line(stderr, "POSTBACKD_EVENT_STREAM_URL: the stream parameter is required")
+    assert "s3cret-pw" not in stderr
+    assert not (tmp_path / "data").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:6379/0?stream=s", "expected a redis:// or rediss:// URL, not http://"),
+        ("127.0.0.1:6379?stream=s", "expected a redis:// or rediss:// URL"),
+        ("localhost:6379?stream=s", "expected a redis:// or rediss:// URL"),
+        ("redis:///0?stream=s", "expected a host: redis://host:port/db?stream=NAME"),
+        ("redis://h:99999/0?stream=s", "expected redis://host:port/db?stream=NAME"),
+        ("redis://h/events?stream=s",
+         "the path must be a database number, such as /0, not /events"),
+        ("redis://h/0", "the stream parameter is required: ?stream=NAME"),
+        ("redis://h/0?stream=", "parameter 'stream' is empty"),
+        ("redis://h/0?stream=s&stream=t", "parameter 'stream' given twice"),
+        ("redis://h/0?stream=s&grup=g",
+         "unknown parameter 'grup' (known: stream, group, consumer, dead_letter, claim_idle_s)"),
+        ("redis://h/0?stream=s&dead_letter=s", "dead_letter must name another stream than stream"),
+        ("redis://h/0?stream=s&claim_idle_s=0",
+         "claim_idle_s must be a number of seconds above 0, not '0'"),
+        ("redis://h/0?stream=s&claim_idle_s=soon",
+         "claim_idle_s must be a number of seconds above 0, not 'soon'"),
+    ],
+)  # fmt: skip
+def test_stream_url_refusals_say_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        StreamConfig.from_url(url)
+
+
+def test_stream_url_defaults_and_the_url_shown_has_no_password() -> None:
+    config = StreamConfig.from_url("rediss://app:pw-123@cache.internal:6380/2?stream=ev")
+    assert (config.stream, config.group, config.dead_letter) == ("ev", "postbackd", "ev:dead")
+    assert config.claim_idle_s == DEFAULT_CLAIM_IDLE_S
+    assert config.consumer == f"{socket.gethostname()}-{os.getpid()}"
+    assert config.shown == "rediss://cache.internal:6380/2"
+    assert "pw-123" not in repr(config)
+    # redis-py gets the connection part only: postbackd's parameters are its own.
+    assert config.redis_url == "rediss://app:pw-123@cache.internal:6380/2"
+    named = StreamConfig.from_url(
+        "redis://[::1]/0?stream=ev&group=g&consumer=host-a&dead_letter=bad&claim_idle_s=2.5"
+    )
+    assert (named.group, named.consumer, named.dead_letter, named.claim_idle_s) == (
+        "g", "host-a", "bad", 2.5)  # fmt: skip
+    assert named.shown == "redis://[::1]/0"
