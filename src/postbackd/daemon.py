@@ -16,7 +16,7 @@ import errno
 import logging
 import signal
 import time
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import aiosqlite
 import uvloop
@@ -43,10 +43,13 @@ from postbackd.store.lock import DataDirLock
 from postbackd.store.reader import Reader
 from postbackd.store.writer import Writer
 from postbackd.stream.config import StreamConfig
-from postbackd.stream.source import StreamSource
 from postbackd.token import ensure_api_token
 from postbackd.x.client import XClient
 from postbackd.x.oauth import OAuth1Signer
+
+if TYPE_CHECKING:
+    # redis-py costs a tenth of a second to import: only a daemon that reads a stream pays it.
+    from postbackd.stream.source import StreamSource
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +147,8 @@ class Daemon:
         if s.event_stream_url:
             # Unreachable at start is a configuration to fix (host, port, password): one line
             # and a non-zero exit. Lost later, it is waited for (stream/source.py).
+            from postbackd.stream.source import StreamSource
+
             self._stream = StreamSource(
                 StreamConfig.from_url(s.event_stream_url), admission, self.metrics
             )
