@@ -70,11 +70,13 @@ def _delivery_ids(ids: object) -> TypeGuard[list[int]]:
     )
 
 
-def _refuse_bad_ids(data: dict[str, object]) -> None:
-    """`ids`, when given, is a list of delivery ids: null is not "every delivery"."""
-    if "ids" in data and not _delivery_ids(data["ids"]):
+def _check_ids(ids: object) -> list[int]:
+    """`ids` as a list of delivery ids, or refused (null included: it is not "every
+    delivery" when a body gives it)."""
+    if not _delivery_ids(ids):
         raise Invalid(f"ids must be a list of at most {MAX_REPLAY_IDS} delivery ids",
                       field="ids")  # fmt: skip
+    return ids
 
 
 class ResultRoutes:
@@ -133,16 +135,13 @@ class ResultRoutes:
             raise Invalid('give either "ids" or "state": "dead"', field="ids")
         if "state" in data and data["state"] != "dead":
             raise Invalid('only dead deliveries are replayed: "state": "dead"', field="state")
-        _refuse_bad_ids(data)
-        return json_response({"replayed": await self.replay_dead(data.get("ids"))})
+        ids = _check_ids(data["ids"]) if "ids" in data else None
+        return json_response({"replayed": await self.replay_dead(ids)})
 
     async def replay_dead(self, ids: object) -> int:
         """Dead deliveries go out again: those of `ids`, or every one when None; the count."""
-        if ids is not None and not _delivery_ids(ids):
-            raise Invalid(f"ids must be a list of at most {MAX_REPLAY_IDS} delivery ids",
-                          field="ids")  # fmt: skip
+        chosen = None if ids is None else _check_ids(ids)
         now = _now_ms()
-        chosen = None if ids is None else list(ids)
         lanes = await self._writer.submit(lambda conn: sql.replay_dead(conn, chosen, now))
         self._engine.rewind_lanes(dict.fromkeys(lanes, now))
         return sum(lanes.values())
@@ -154,19 +153,17 @@ class ResultRoutes:
             raise Invalid("unknown field for a cancel", field=sorted(unknown)[0])
         if ("ids" in data) == ("postback_id" in data):
             raise Invalid('give either "ids" or "postback_id"', field="ids")
-        _refuse_bad_ids(data)
-        count = await self.cancel_pending(data.get("ids"), data.get("postback_id"))
+        ids = _check_ids(data["ids"]) if "ids" in data else None
+        count = await self.cancel_pending(ids, data.get("postback_id"))
         return json_response({"cancelled": count})
 
     async def cancel_pending(self, ids: object, postback_id: object) -> int:
         """PRODUCT.md 2, "Delivery states": deliveries that have not gone out become
         `cancelled`, by ids or all of a postback; requests already at X finish. The count."""
-        if ids is not None and not _delivery_ids(ids):
-            raise Invalid(f"ids must be a list of at most {MAX_REPLAY_IDS} delivery ids",
-                          field="ids")  # fmt: skip
+        chosen = None if ids is None else _check_ids(ids)
         if postback_id is not None and not isinstance(postback_id, str):
             raise Invalid("postback_id must be a postback id (a string)", field="postback_id")
-        return await self._engine.cancel(ids, postback_id)
+        return await self._engine.cancel(chosen, postback_id)
 
     async def event(self, request: web.Request) -> web.Response:
         event_id = request.match_info["event_id"]
