@@ -1,6 +1,7 @@
 """Each device's latest attribution, for `network_only` postbacks (PRODUCT.md 1, step 6:
 "the device's latest attribution becomes (network, tracker)"): the latest engagement wins,
-whatever order X's answers arrive in, in the store and in the cache in front of it."""
+whatever order X's answers arrive in, in the store and in the cache in front of it; and
+once it is older than `attribution_retention_days`, none, with or without a restart."""
 
 from __future__ import annotations
 
@@ -21,6 +22,20 @@ from storekit import migrated
 APP = "kogame"
 EARLY = "2026-11-20T08:00:00.000Z"
 LATE = "2026-11-21T08:00:00.000Z"
+DAY_MS = 86_400_000
+KEEP_MS = 400 * DAY_MS  # attribution_retention_days' default
+NOW_MS = 1_795_860_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_ms = NOW_MS
+
+    def time(self) -> float:
+        return self.now_ms / 1000
+
+    def monotonic(self) -> float:
+        return self.now_ms / 1000
 
 
 @pytest.fixture
@@ -45,10 +60,12 @@ async def test_the_store_keeps_the_latest_engagement_not_the_last_written(
     store: tuple[Writer, Reader],
 ) -> None:
     writer, reader = store
-    await writer.submit(lambda c: sql.write_results(c, [attributed(1, "x_ios", LATE)], 1))
+    await writer.submit(lambda c: sql.write_results(c, [attributed(1, "x_ios", LATE)], 10))
     # An answer about an earlier engagement, arriving later: it does not replace the latest.
-    await writer.submit(lambda c: sql.write_results(c, [attributed(2, "x_android", EARLY)], 2))
-    assert await reader.call(sql.device_attributions, APP, ["dev-1"]) == {"dev-1": ("x_ios", LATE)}
+    await writer.submit(lambda c: sql.write_results(c, [attributed(2, "x_android", EARLY)], 20))
+    assert await reader.call(sql.device_attributions, APP, ["dev-1"]) == {
+        "dev-1": ("x_ios", LATE, 10)
+    }
     # Both answers are kept as attributions (the history), only the device state ignores it.
     count = await writer.call(lambda c: c.execute("SELECT COUNT(*) FROM attributions").fetchone())
     assert count == (2,)
@@ -56,7 +73,7 @@ async def test_the_store_keeps_the_latest_engagement_not_the_last_written(
 
 async def test_the_cache_keeps_the_latest_engagement(store: tuple[Writer, Reader]) -> None:
     _, reader = store
-    devices = DeviceNetworks(reader)
+    devices = DeviceNetworks(reader, KEEP_MS)
     devices.remember(APP, "dev-1", "x_ios", LATE)
     devices.remember(APP, "dev-1", "x_android", EARLY)
     assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": "x_ios"}
@@ -65,7 +82,7 @@ async def test_the_cache_keeps_the_latest_engagement(store: tuple[Writer, Reader
 class SlowReader:
     """A reader whose answer is held until released: a store read that overlaps an answer."""
 
-    def __init__(self, answer: dict[str, tuple[str, str]]) -> None:
+    def __init__(self, answer: dict[str, tuple[str, str, int]]) -> None:
         self.answer = answer
         self.reading = asyncio.Event()
         self.release = asyncio.Event()
@@ -78,7 +95,7 @@ class SlowReader:
 
 async def test_a_lookup_that_overlaps_an_attribution_does_not_erase_it() -> None:
     reader = SlowReader({})  # the store has no attribution yet when it is read
-    devices = DeviceNetworks(reader)  # type: ignore[arg-type]
+    devices = DeviceNetworks(reader, KEEP_MS)  # type: ignore[arg-type]
     lookup = asyncio.create_task(devices.lookup(APP, ["dev-1"]))
     await reader.reading.wait()
     devices.remember(APP, "dev-1", "x_ios", LATE)  # X's answer arrives meanwhile
@@ -92,7 +109,36 @@ async def test_devices_without_attribution_are_cached_as_none(
     store: tuple[Writer, Reader],
 ) -> None:
     _, reader = store
-    devices = DeviceNetworks(reader)
+    devices = DeviceNetworks(reader, KEEP_MS)
     assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": None}
     await reader.close()  # the answer now comes from the cache alone
     assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": None}
+
+
+async def test_an_attribution_older_than_the_retention_is_none_in_the_cache(
+    store: tuple[Writer, Reader],
+) -> None:
+    _, reader = store
+    clock = Clock()
+    devices = DeviceNetworks(reader, KEEP_MS, clock=clock)
+    devices.remember(APP, "dev-1", "x_ios", LATE)
+    clock.now_ms += KEEP_MS  # the last millisecond it is kept
+    assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": "x_ios"}
+    # One millisecond more: the janitor may delete it from the store, and a restarted daemon
+    # would read none; the cache must not remember it longer.
+    clock.now_ms += 1
+    assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": None}
+
+
+async def test_an_aged_attribution_the_janitor_has_not_deleted_yet_is_none(
+    store: tuple[Writer, Reader],
+) -> None:
+    writer, reader = store
+    clock = Clock()
+    recorded_ms = NOW_MS - KEEP_MS - 1
+    await writer.submit(lambda c: sql.write_results(c, [attributed(1, "x_ios", LATE)], recorded_ms))
+    devices = DeviceNetworks(reader, KEEP_MS, clock=clock)
+    assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": None}
+    # A newer attribution of the device counts again.
+    devices.remember(APP, "dev-1", "x_android", "2026-11-22T08:00:00.000Z")
+    assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": "x_android"}

@@ -137,7 +137,7 @@ class Daemon:
         )
         await writer.open()
         self._reader = reader = Reader(path)
-        devices = DeviceNetworks(reader)
+        devices = DeviceNetworks(reader, int(s.attribution_keep_s * 1000))
         engine = self.engine = Engine(
             s, writer, reader, self.catalog, self._x, self.metrics, devices, on_fatal=self.fail
         )

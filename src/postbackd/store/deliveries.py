@@ -278,15 +278,15 @@ def count_by_state(conn: sqlite3.Connection, now_ms: int) -> dict[str, int]:
 
 def device_attributions(
     conn: sqlite3.Connection, app_id: str, device_keys: Sequence[str]
-) -> dict[str, tuple[str, str]]:
-    """Each device's latest attribution as (network, engagement_time); devices without one
-    are absent."""
-    found: dict[str, tuple[str, str]] = {}
+) -> dict[str, tuple[str, str, int]]:
+    """Each device's latest attribution as (network, engagement_time, attributed_ms);
+    devices without one are absent."""
+    found: dict[str, tuple[str, str, int]] = {}
     for chunk, marks in _chunks(device_keys):
         rows = conn.execute(
-            "SELECT device_key, network, engagement_time FROM devices"
+            "SELECT device_key, network, engagement_time, attributed_ms FROM devices"
             f" WHERE app_id = ? AND device_key IN ({marks})",
             (app_id, *chunk),
         )
-        found.update((k, (n, t)) for k, n, t in rows)
+        found.update((k, (n, t, at)) for k, n, t, at in rows)
     return found
