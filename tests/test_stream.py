@@ -143,6 +143,8 @@ async def test_events_added_to_the_stream_reach_x_and_are_acknowledged(
         assert seen["postbackd_events_received_total{result=accepted}"] == 20
         assert seen["postbackd_events_received_total{result=duplicate}"] == 1
         assert not await redis.exists(DEAD)
+    # A clean stop with nothing pending leaves the group: ended daemons do not pile up in it.
+    assert await redis.xinfo_consumers(STREAM, GROUP) == []
     # The daemon says what it reads, without a password.
     assert f"reading events from stream {STREAM} of {redis_server.url}, group {GROUP}" in (
         daemon.log

@@ -55,6 +55,7 @@ _CONNECT_TIMEOUT_S: Final = 5.0
 _RETRY_MIN_S: Final = 0.1
 _RETRY_MAX_S: Final = 5.0
 _BACKLOG_EVERY_S: Final = 5.0
+_LEAVE_TIMEOUT_S: Final = 2.0
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -105,6 +106,7 @@ class StreamSource:
         self._next_backlog = 0.0
         self._retry_s = _RETRY_MIN_S
         self._paused = False
+        self._joined = False  # a member of the group: it has something to leave at close
 
     def describe(self) -> str:
         c = self.config
@@ -120,10 +122,29 @@ class StreamSource:
             raise StreamUnreachable(
                 f"cannot read the event stream at {self.config.shown}: {_reason(exc)}"
             ) from None
+        self._joined = True
         log.info("reading events from %s", self.describe())
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        """After the reader has stopped: leave the group when nothing of this member is
+        pending, so that ended daemons (a new consumer name each run) do not pile up in it.
+        With entries pending it stays, and another member takes them over."""
+        c = self.config
+        try:
+            if not self._joined:
+                return
+            # Bounded: a Redis that is gone must not hold up the daemon's shutdown.
+            async with asyncio.timeout(_LEAVE_TIMEOUT_S):
+                mine: Any = await self._redis.xpending_range(
+                    c.stream, c.group, min="-", max="+", count=1, consumername=c.consumer
+                )
+                if not mine:
+                    await self._redis.xgroup_delconsumer(c.stream, c.group, c.consumer)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.info("event stream %s: consumer %s left as it is (%s)", c.shown, c.consumer,
+                     _reason(exc))  # fmt: skip
+        finally:
+            await self._redis.aclose()
 
     async def run(self) -> None:
         """Read until cancelled; failures of Redis or of the store pause reading, never end it."""
