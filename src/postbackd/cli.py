@@ -35,7 +35,6 @@ from postbackd.client import (
 )
 from postbackd.errors import PostbackdError
 from postbackd.progress import Progress
-from postbackd.stream.config import StreamConfig
 
 if TYPE_CHECKING:
     from postbackd.store.backup import Copy
@@ -60,8 +59,8 @@ def _serve(args: argparse.Namespace) -> int:
     conf = settings.Settings.load(flags=vars(args))
     logs.configure_logging(conf.log_level, conf.log_format, file=conf.log_file)
     secrets = [conf.x_consumer_secret, conf.x_hmac_key, conf.api_token, conf.secret_key]
-    if conf.event_stream_url:
-        secrets.append(StreamConfig.from_url(conf.event_stream_url).password)
+    if (stream := conf.event_stream) is not None:
+        secrets.append(stream.password)
     logs.register_secret(*(s for s in (*secrets, *conf.secret_keys) if s))
     path = settings.config_file(vars(args))
     if path is not None and (warning := settings.exposed_secrets_warning(path)):

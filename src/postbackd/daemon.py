@@ -42,7 +42,6 @@ from postbackd.store.db import DB_NAME, open_database, prepare_data_dir
 from postbackd.store.lock import DataDirLock
 from postbackd.store.reader import Reader
 from postbackd.store.writer import Writer
-from postbackd.stream.config import StreamConfig
 from postbackd.token import ensure_api_token
 from postbackd.x.client import XClient
 from postbackd.x.oauth import OAuth1Signer
@@ -144,14 +143,12 @@ class Daemon:
         first_id = await writer.call(sql.max_delivery_id) + 1
         intake = Intake(writer, lambda: self.catalog.index, devices, first_id)
         admission = Admission(intake, self.catalog, self.metrics, on_accepted=engine.rewind_lanes)
-        if s.event_stream_url:
+        if (stream := s.event_stream) is not None:
             # Unreachable at start is a configuration to fix (host, port, password): one line
             # and a non-zero exit. Lost later, it is waited for (stream/source.py).
             from postbackd.stream.source import StreamSource
 
-            self._stream = StreamSource(
-                StreamConfig.from_url(s.event_stream_url), admission, self.metrics
-            )
+            self._stream = StreamSource(stream, admission, self.metrics)
             await self._stream.connect()
         app = make_app(
             catalog=self.catalog,

@@ -355,6 +355,11 @@ class Settings:
         return tuple(self.secret_key.split(",")) if self.secret_key else ()
 
     @property
+    def event_stream(self) -> StreamConfig | None:
+        """`event_stream_url` parsed (checked when the settings were loaded); None when unset."""
+        return StreamConfig.from_url(self.event_stream_url) if self.event_stream_url else None
+
+    @property
     def listen_host_port(self) -> tuple[str, int]:
         """`listen` split; the host without IPv6 brackets."""
         return _split_host_port(self.listen)
