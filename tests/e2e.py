@@ -143,6 +143,8 @@ class World:
         self._mock: web.AppRunner | None = None
         self._scripts = 0
         self._api: Api | None = None
+        # Settings of every daemon this world starts, beside the usual ones.
+        self.settings: dict[str, Any] = {}
 
     @property
     def api(self) -> Api:
@@ -186,7 +188,7 @@ class World:
             self._mock = None
 
     async def _start_daemon(self) -> None:
-        daemon = Daemon(daemon_settings(self.data_dir, self.x_url))
+        daemon = Daemon(daemon_settings(self.data_dir, self.x_url, **self.settings))
         await daemon.start()
         self.daemon = daemon
         self._api = Api(self.session, f"http://127.0.0.1:{daemon.port}")

@@ -9,6 +9,7 @@ each engagement time below reads as "how long before the conversion".
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -388,6 +389,27 @@ async def test_network_only_follows_the_devices_latest_attribution_across_a_rest
     assert await level_up(unknown) == skipped
     sent = [r["params"]["conversion_type"] for r in await world.claim_requests()]
     assert sent.count("LEVEL_ACHIEVED") == 2
+
+
+async def test_network_only_forgets_an_attribution_past_its_retention(world: World) -> None:
+    # PRODUCT.md 2, "Retention": device state goes attribution_retention_days after it was
+    # attributed; until a restart the daemon holds the device in memory, and must not count
+    # an attribution the store no longer keeps (or is about to delete).
+    device = idfa(1)
+    world.settings = {"attribution_retention_s": 2.0}
+    app, _ = await one_tracker(world, [engagement(device, T0 - DAY)])
+    await add_postback(
+        world.api, app, "level_up", conversion_type="LEVEL_ACHIEVED", delivery_method="network_only"
+    )
+    (purchase,) = await world.send(event(app, idfa=device))
+    assert (await world.claim(purchase))["outcome"] == "attributed"
+    await asyncio.sleep(2.5)  # the attribution is now older than its retention
+
+    (level_up,) = await world.send(event(app, idfa=device, name="level_up", at=T0 + HOUR))
+    (delivery,) = (await world.wait(level_up))["deliveries"]
+    assert (delivery["state"], delivery["reason"]) == ("skipped", "not_attributed_to_network")
+    sent = [r["params"]["conversion_type"] for r in await world.claim_requests()]
+    assert "LEVEL_ACHIEVED" not in sent
 
 
 # --- reports --------------------------------------------------------------------------------
