@@ -1,5 +1,6 @@
 """Held deliveries (PRODUCT.md 1, "Claim request"; PRODUCT.md 2, 401): held until the signing
-rule yields an authenticated account, released then and only then. A configuration change
+rule yields an authenticated account, released then and only then; a delivery that cannot be
+signed yet waits in memory, and a cancel ends that wait. A configuration change
 that helps no held delivery moves none of them and counts nothing again; a late 401 about
 credentials replaced since does not undo a fresh authentication."""
 
@@ -7,9 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 from typing import Any
 
-from conftest import ACCOUNT_ID, MockX, Running, seed_config
+import aiohttp
+
+from conftest import ACCOUNT_ID, Api, MockX, Running, daemon_settings, seed_config
+from postbackd.daemon import Daemon
+from procs import wait_for
 from test_delivery import deliveries, event, ingest, settled
 
 
@@ -92,3 +98,33 @@ async def test_a_late_401_does_not_undo_a_fresh_authentication(
     # New credentials: a 401 about the old ones says nothing of them.
     replaced = dataclasses.replace(current, access_token="old-token")
     assert await catalog.record_authentication(ACCOUNT_ID, True, None, sent_with=replaced) is None
+
+
+async def test_cancel_takes_out_of_memory_deliveries_waiting_to_be_queued_again(
+    tmp_path: Path, mock_x: MockX
+) -> None:
+    # Without an HMAC key no claim can be built yet: each delivery waits to be queued again.
+    # A cancel must end that wait too, or the cancelled deliveries keep their places in the
+    # account's share of memory for good (and cycle through the lane every few seconds).
+    daemon = Daemon(daemon_settings(tmp_path / "data", mock_x.url, x_hmac_key=None))
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(session, f"http://127.0.0.1:{daemon.port}")
+            seeded = await seed_config(api)
+            await ingest(api, [event(seeded["app"]["id"], n) for n in range(3)])
+            engine = daemon.engine
+            assert engine is not None
+
+            async def all_waiting() -> bool:
+                return engine.loaded == 3 and engine.in_flight == 0
+
+            await wait_for(all_waiting)
+            answer = await api.ok(
+                "POST", "/api/v1/deliveries/cancel", json={"postback_id": seeded["postback"]["id"]}
+            )
+            assert answer["cancelled"] == 3
+            assert engine.loaded == 0
+            await settled(api, 3, "cancelled")
+    finally:
+        await daemon.stop()

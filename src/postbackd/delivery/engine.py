@@ -210,6 +210,11 @@ class Engine:
     def in_flight(self) -> int:
         return sum(len(lane.in_flight) for lane in self._lanes.values())
 
+    @property
+    def loaded(self) -> int:
+        """Deliveries in memory: queued, waiting to be queued again, or at X."""
+        return len(self._loaded)
+
     async def refresh_queue_depth(self) -> dict[str, int]:
         counts = await self._reader.call(sql.count_by_state, self.now_ms())
         counts["in_flight"] = self.in_flight
