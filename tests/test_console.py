@@ -547,3 +547,18 @@ async def test_pending_deliveries_are_cancelled_from_the_console(
     # Ids that are not delivery ids meet the API's own check.
     page = await console.submit("/console/deliveries", "/console/deliveries/cancel", [("ids", "x")])
     assert "ids must be a list of at most" in (await console.get(page.location)).text
+
+
+async def test_saving_an_object_that_is_gone_is_a_404_and_creates_nothing(
+    console: ConsoleClient, running: Running
+) -> None:
+    # A form left open while someone else deleted its object: the save must not create it
+    # again or show a form about nothing.
+    await console.sign_in()
+    before = await running.api.ok("GET", "/api/v1/apps")
+    for kind in ("x-accounts", "apps", "campaigns", "trackers", "postbacks"):
+        page = await console.submit(
+            f"/console/{kind}", f"/console/{kind}/ko-missing", {"name": "Back again"}
+        )
+        assert page.status == 404, (kind, page.text[:300])
+    assert await running.api.ok("GET", "/api/v1/apps") == before
