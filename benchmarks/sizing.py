@@ -10,7 +10,10 @@ separate processes (the same stack as the load benchmarks):
   then with N more deliveries pending, once behind X down (ready, waiting for the circuit)
   and once behind a 600 s postback delay (scheduled); the growth divided by N.
 
-    python -m benchmarks.sizing [--events N]
+    python -m benchmarks.sizing [--events N] [--out DIR]
+
+It prints the figures and writes them, with the machine they were measured on, to
+`sizing.md` in DIR (`benchmarks/results`, the committed report the docs point to).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
+import time
 from pathlib import Path
 
+from benchmarks.report import machine
 from benchmarks.stack import Stack, stack
 from postbackd.store.db import DB_NAME
 
@@ -27,6 +32,7 @@ BATCH = 1000
 CONCURRENCY = 4
 WARM_UP = 5_000
 SETTLE_S = 5.0
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _db_bytes(data_dir: Path) -> int:
@@ -80,7 +86,7 @@ async def memory(work_dir: Path, events: int, *, outage: bool) -> dict[str, floa
     }
 
 
-async def main(events: int) -> None:
+async def measure(events: int) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="postbackd-sizing-") as tmp:
         work_dir = Path(tmp)
         results = {
@@ -88,13 +94,44 @@ async def main(events: int) -> None:
             "memory, X down (ready)": await memory(work_dir, events, outage=True),
             "memory, 600 s delay (scheduled)": await memory(work_dir, events, outage=False),
         }
+    return results
+
+
+def main(events: int, out_dir: Path) -> None:
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results = asyncio.run(measure(events))
     for title, figures in results.items():
         print(title)
         for key, value in figures.items():
             print(f"  {key}: {value:,.1f}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "sizing.md"
+    path.write_text(markdown(results, events, started), encoding="utf-8")
+    print(f"wrote {path}")
+
+
+def markdown(results: dict[str, dict[str, float]], events: int, started: str) -> str:
+    m = machine()
+    lines = [
+        "# postbackd sizing",
+        "",
+        f"Run: `python -m benchmarks.sizing --events {events}`, {started}.",
+        "",
+        f"Machine: {m['cpu_count']} CPUs, {m['cpu_model']}; {m['system']}; {m['python']}.",
+        "",
+        "| measurement | figure | value |",
+        "| --- | --- | ---: |",
+    ]
+    for title, figures in results.items():
+        lines += [f"| {title} | {key} | {value:,.1f} |" for key, value in figures.items()]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000, help="events per measurement")
-    asyncio.run(main(parser.parse_args().events))
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where sizing.md goes (default: %(default)s)"
+    )
+    args = parser.parse_args()
+    main(args.events, args.out)
