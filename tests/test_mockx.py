@@ -432,6 +432,44 @@ async def test_stats_and_request_log(start: Start, session: aiohttp.ClientSessio
     assert cleared["by_account"] == {}
 
 
+async def test_receipt_log_keeps_each_claim_answered_200_when_asked(
+    start: Start, session: aiohttp.ClientSession
+) -> None:
+    plain_url = await start()
+    await claim(session, plain_url, claim_params())
+    async with session.get(f"{plain_url}/_mock/receipts") as r:
+        off = await r.json()
+
+    base_url = await start(receipt_log=True)
+    other = hash_device_id(HMAC_KEY, ADID, "ANDROID")
+    before_s = time.monotonic()
+    await claim(session, base_url, claim_params())
+    await claim(session, base_url, claim_params(os_type="PC"))  # 400: not a receipt
+    await claim(session, base_url, claim_params(os_type="ANDROID", hashed_device_id=other))
+    await claim(session, base_url, claim_params(), secret="wrong")  # 401: not a receipt
+    after_s = time.monotonic()
+    async with session.get(f"{base_url}/_mock/receipts") as r:
+        on = await r.json()
+    async with session.get(f"{base_url}/_mock/receipts?offset=1&limit=5") as r:
+        page = await r.json()
+    async with session.get(f"{base_url}/_mock/receipts?offset=-1") as r:
+        refused = r.status
+    async with session.post(f"{base_url}/_mock/reset") as r:
+        assert r.status == 200
+    async with session.get(f"{base_url}/_mock/receipts") as r:
+        cleared = await r.json()
+
+    assert off["enabled"] is False and off["total"] == 0 and off["received_s"] == []
+    assert on["enabled"] is True and on["clock"] == "monotonic" and on["total"] == 2
+    assert on["hashed_device_id"] == [claim_params()["hashed_device_id"], other]
+    # The same clock as this process's: between the moments around the calls, in order.
+    first_s, second_s = on["received_s"]
+    assert before_s <= first_s <= second_s <= after_s
+    assert page["hashed_device_id"] == [other] and page["received_s"] == [second_s]
+    assert refused == 400
+    assert cleared["total"] == 0 and cleared["hashed_device_id"] == []
+
+
 async def test_revoked_tokens_answer_401_until_restored(
     start: Start, session: aiohttp.ClientSession
 ) -> None:

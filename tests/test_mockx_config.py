@@ -68,6 +68,7 @@ def test_json_file_and_defaults(tmp_path: Path) -> None:
     config = MockConfig.from_file(path)
 
     assert config.apps == ("333903271",) and config.outage is True
+    assert config.receipt_log is False  # off unless asked for
     assert config.host_port == ("127.0.0.1", 8081)
     assert config.api_version == "12"
     assert (config.rate_limit, config.rate_window_s) == (60_000, 900.0)
@@ -87,6 +88,7 @@ def test_json_file_and_defaults(tmp_path: Path) -> None:
         {"accounts": [{"id": "a", "token": "t"}]},
         {"accounts": ["a:t:s1", "b:t:s2"]},  # one token, two secrets
         {"unknown_setting": 1},
+        {"receipt_log": "yes"},
     ],
 )
 def test_bad_settings_are_refused(values: dict[str, object]) -> None:

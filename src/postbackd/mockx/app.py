@@ -135,6 +135,8 @@ class _Call:
 
 
 async def conversion_event(request: web.Request) -> web.StreamResponse:
+    # When the request reached X, for the receipt log: before X's own work and delays.
+    received_s = time.monotonic()
     call = _Call(request, "conversion_event")
     config = call.state.config
     if request.match_info["version"] != config.api_version:
@@ -183,6 +185,7 @@ async def conversion_event(request: web.Request) -> web.StreamResponse:
     call.state.recorder.record_conversion(
         (conversion.hashed_device_id, conversion.conversion_type, call.params["conversion_time"]),
         tuple(node for node, answer in (("twitter", twitter), ("tpn", tpn)) if answer),
+        received_s,
     )
     data = {
         "app_id": conversion.app_id,

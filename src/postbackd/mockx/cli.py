@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--rate-limit", type=int, metavar="N", help="requests per token per window (60000)")
     add("--rate-window-s", type=float, metavar="S", help="rate limit window (900)")
     add("--request-log-max", type=int, metavar="N", help="keep only the latest N requests")
+    add("--receipt-log", action="store_const", const=True,
+        help="keep each claim answered 200 and when it came (GET /_mock/receipts)")  # fmt: skip
     group = parser.add_argument_group("per-account faults", ACCOUNT_FAULTS_HELP)
     group.add_argument("--account-faults", dest="account_faults", action="append",
         metavar="ID:KEY=VALUE[,KEY=VALUE...]",

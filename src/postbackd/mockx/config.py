@@ -74,6 +74,9 @@ class MockConfig:
     timestamp_skew_s: float = 300.0
     # None keeps every X request in the log (tests count them); a number keeps the latest.
     request_log_max: int | None = None
+    # Every claim answered 200 with its hashed_device_id and when X received it
+    # (`GET /_mock/receipts`), for a benchmark's latency from outside; off, nothing is kept.
+    receipt_log: bool = False
 
     def __post_init__(self) -> None:
         for name in ("claim_rate", "error_rate", "timeout_rate", "reset_rate"):
@@ -186,9 +189,9 @@ def coerce_setting(name: str, value: object) -> object:
         return parse_account_faults(value)
     if name in ("apps", "campaign_names"):
         return tuple(str(item) for item in _items(name, value))
-    if name == "outage":
+    if name in ("outage", "receipt_log"):
         if not isinstance(value, bool):
-            raise ValueError("outage must be true or false")
+            raise ValueError(f"{name} must be true or false")
         return value
     if name in _INTEGERS:
         if isinstance(value, bool) or not isinstance(value, int):

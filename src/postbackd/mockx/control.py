@@ -4,6 +4,8 @@ Routes::
 
     GET   /_mock/stats                     counters, also per account (`by_account`)
     GET   /_mock/requests?limit=&offset=   the request log, oldest first
+    GET   /_mock/receipts?limit=&offset=   claims answered 200: device, time received
+                                           (`receipt_log` on; monotonic clock)
     POST  /_mock/reset                     clear the log, the counters and the rate windows
     GET   /_mock/config                    the settings, without credentials
     PATCH /_mock/config                    change faults, rate limit, claims; revoke/restore;
@@ -25,6 +27,7 @@ _DEFAULT_PAGE: Final = 100
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/_mock/stats", stats)
     app.router.add_get("/_mock/requests", requests)
+    app.router.add_get("/_mock/receipts", receipts)
     app.router.add_post("/_mock/reset", reset)
     app.router.add_get("/_mock/config", get_config)
     app.router.add_patch("/_mock/config", patch_config)
@@ -42,7 +45,8 @@ async def stats(request: web.Request) -> web.Response:
     return _json(request.app[STATE].recorder.stats())
 
 
-async def requests(request: web.Request) -> web.Response:
+def _page(request: web.Request) -> tuple[int, int] | web.Response:
+    """The (limit, offset) of a paged read, or the answer refusing them."""
     try:
         limit = int(request.query.get("limit", _DEFAULT_PAGE))
         offset = int(request.query.get("offset", 0))
@@ -50,7 +54,21 @@ async def requests(request: web.Request) -> web.Response:
         return _refuse("limit and offset must be integers")
     if limit < 0 or offset < 0:
         return _refuse("limit and offset must not be negative")
-    return _json(request.app[STATE].recorder.requests(limit, offset))
+    return limit, offset
+
+
+async def requests(request: web.Request) -> web.Response:
+    page = _page(request)
+    if isinstance(page, web.Response):
+        return page
+    return _json(request.app[STATE].recorder.requests(*page))
+
+
+async def receipts(request: web.Request) -> web.Response:
+    page = _page(request)
+    if isinstance(page, web.Response):
+        return page
+    return _json(request.app[STATE].recorder.receipts_page(*page))
 
 
 async def reset(request: web.Request) -> web.Response:

@@ -1,8 +1,9 @@
-"""What the simulated X saw: counters (`GET /_mock/stats`) and the request log
-(`GET /_mock/requests`).
+"""What the simulated X saw: counters (`GET /_mock/stats`), the request log
+(`GET /_mock/requests`) and, when asked for, the receipts (`GET /_mock/receipts`).
 
 The log keeps every X call by default, since tests count them; one entry holds the raw query
-string and interned path and token, about 0.4 kB for a claim request.
+string and interned path and token, about 0.4 kB for a claim request. A receipt is two items
+of two flat lists: a benchmark keeps hundreds of thousands of them at little cost to X.
 """
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ class LoggedRequest:
 
 
 class Recorder:
-    def __init__(self, log_max: int | None) -> None:
+    def __init__(self, log_max: int | None, *, receipts: bool = False) -> None:
         self.log: deque[LoggedRequest] = deque(maxlen=log_max)
+        self.receipts = receipts
+        # Per claim answered 200, in order: when X received it (`time.monotonic()`, one
+        # clock for every process of the machine on Linux) and its hashed_device_id.
+        self._received_s: list[float] = []
+        self._received_devices: list[str] = []
         self._by_status: Counter[tuple[str, str]] = Counter()
         self._faults: Counter[str] = Counter()
         self._claims: Counter[str] = Counter()
@@ -83,8 +89,14 @@ class Recorder:
         gave up, or never when the mock stops first."""
         self._faults["timeout"] += 1
 
-    def record_conversion(self, key: tuple[str, str, str], claimed_by: tuple[str, ...]) -> None:
-        """A conversion X answered with 200, i.e. recorded on its side."""
+    def record_conversion(
+        self, key: tuple[str, str, str], claimed_by: tuple[str, ...], received_s: float
+    ) -> None:
+        """A conversion X answered with 200, i.e. recorded on its side; `key` starts with its
+        hashed_device_id, and `received_s` is when its request reached X (monotonic)."""
+        if self.receipts:
+            self._received_s.append(received_s)
+            self._received_devices.append(key[0])
         self._recorded += 1
         self._conversions.add(hash(key))
         for node in claimed_by:
@@ -102,6 +114,8 @@ class Recorder:
             counter.clear()
         self._conversions.clear()
         self._recorded = 0
+        self._received_s.clear()
+        self._received_devices.clear()
 
     def stats(self) -> dict[str, object]:
         requests: dict[str, dict[str, int]] = {}
@@ -143,3 +157,14 @@ class Recorder:
     def requests(self, limit: int, offset: int) -> dict[str, object]:
         page = islice(self.log, offset, offset + limit)
         return {"total": len(self.log), "requests": [entry.to_json() for entry in page]}
+
+    def receipts_page(self, limit: int, offset: int) -> dict[str, object]:
+        """Receipts from `offset` on, oldest first, as two lists of the same length."""
+        end = offset + limit
+        return {
+            "enabled": self.receipts,
+            "clock": "monotonic",
+            "total": len(self._received_s),
+            "received_s": self._received_s[offset:end],
+            "hashed_device_id": self._received_devices[offset:end],
+        }

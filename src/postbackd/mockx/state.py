@@ -54,7 +54,7 @@ class MockState:
             timestamp_skew_s=config.timestamp_skew_s,
         )
         self.limiter = FixedWindowLimiter()
-        self.recorder = Recorder(config.request_log_max)
+        self.recorder = Recorder(config.request_log_max, receipts=config.receipt_log)
         self.claims = ClaimMaker(
             load_script(config.script, config.hmac_key) if config.script else {}
         )
@@ -130,6 +130,7 @@ class MockState:
                 account_id: faults.to_json() for account_id, faults in config.account_faults.items()
             },
             "request_log_max": config.request_log_max,
+            "receipt_log": config.receipt_log,
         }
 
 
