@@ -16,7 +16,10 @@ Modes:
           is sent again after `--resend-s`, until `--give-up-s` after the load ended.
 
 Prints one JSON line: events sent and accepted, and the time it took (soak: also the calls
-by outcome); SIGTERM ends any mode early, with that line.
+by outcome); SIGTERM ends any mode early, with that line. With `--sends FILE` (closed, rate
+and burst), it also writes, once it ends, every batch answered 202 as `[first event number,
+size, time.monotonic() just before the call]`, one JSON array, for the latency from the
+ingest call to the simulated X's receipt of each claim (`benchmarks/receipts.py`).
 """
 
 from __future__ import annotations
@@ -52,9 +55,8 @@ class Generator:
         self._numbers = itertools.count()
         self.session = session
         self.sent = self.accepted = self.refused = 0
-
-    def batch(self, size: int) -> bytes:
-        return self.numbered_batch(size)[1]
+        # Batches answered 202: (first event number, size, monotonic time sent).
+        self.sends: list[tuple[int, int, float]] = []
 
     def numbered_batch(self, size: int) -> tuple[int, bytes]:
         """The next `size` events, numbered from the first one returned. Event n carries the
@@ -68,14 +70,16 @@ class Generator:
         return numbers[0], body
 
     async def send(self, size: int) -> None:
-        body = self.batch(size)
+        first, body = self.numbered_batch(size)
         self.sent += size
+        sent_s = time.monotonic()
         async with self.session.post(self.url, data=body, headers=_NDJSON) as answer:
             result = await answer.json()
         if answer.status != 202:
             raise RuntimeError(f"ingest answered {answer.status}: {str(result)[:300]}")
         self.accepted += int(result["accepted"])
         self.refused += len(result["rejected"])
+        self.sends.append((first, size, sent_s))
 
 
 async def _answered(session: aiohttp.ClientSession, mock: str) -> int:
@@ -207,7 +211,10 @@ class Soak:
         return "other_5xx" if status >= 500 else "refused"
 
 
-async def main(args: argparse.Namespace, journal: IO[str]) -> dict[str, float]:
+async def main(
+    args: argparse.Namespace, journal: IO[str]
+) -> tuple[dict[str, float], list[tuple[int, int, float]]]:
+    """The summary line's figures, and the batches answered 202 (`Generator.sends`)."""
     connector = aiohttp.TCPConnector(limit=args.concurrency + 2)
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -239,7 +246,7 @@ async def main(args: argparse.Namespace, journal: IO[str]) -> dict[str, float]:
         for outcome in ("accepted", "unavailable", "hung", "failed", "other_5xx", "refused"):
             summary[f"calls_{outcome}"] = soak.calls[outcome]
         summary["never_accepted"] = soak.never_accepted
-    return summary
+    return summary, gen.sends
 
 
 def parse_args() -> argparse.Namespace:
@@ -259,6 +266,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s, rate mode")
     parser.add_argument("--total", type=int, default=10000, help="events, burst mode")
     parser.add_argument("--journal", default=os.devnull, help="soak mode: the calls, NDJSON")
+    parser.add_argument("--sends", help="the batches answered 202 and when each was sent")
     parser.add_argument(
         "--answer-timeout-s", type=float, default=10.0, help="soak mode: a call is hung after"
     )
@@ -282,5 +290,8 @@ if __name__ == "__main__":
         open(arguments.journal, "w", buffering=1, encoding="utf-8") as journal_file,
         asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
     ):
-        summary = runner.run(main(arguments, journal_file))
+        summary, sends = runner.run(main(arguments, journal_file))
+    if arguments.sends:  # after the load: no write competes with the measured calls
+        with open(arguments.sends, "wb") as sends_file:
+            sends_file.write(orjson.dumps(sends))
     sys.stdout.write(orjson.dumps(summary).decode() + "\n")

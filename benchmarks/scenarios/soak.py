@@ -26,9 +26,9 @@ from benchmarks.context import Context
 from benchmarks.journal import Journal, inside
 from benchmarks.outcome import Check, Outcome, foreign_between, timeline
 from benchmarks.procs import daemon_help
+from benchmarks.receipts import percentile
 from benchmarks.rotation import Plan, Roles, Rotation
 from benchmarks.sampler import Sample, Sampler
-from benchmarks.scenarios.latency import percentile
 from benchmarks.stack import Stack, stack
 from benchmarks.xlog import XLog
 
