@@ -47,6 +47,6 @@ async def run(ctx: Context) -> Outcome:
             if attempt == 0:
                 outcome.timeline = timeline(sampler.samples)
     outcome.checks = [
-        Check("peak RSS of the daemon", outcome.figures["peak_rss_mb"], 300, False, "MB")
+        Check("peak RSS of the daemon", outcome.figures["peak_rss_mb"], 200, False, "MB")
     ]
     return outcome

@@ -19,6 +19,7 @@ the foreign load of each.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from benchmarks import receipts
@@ -210,13 +211,20 @@ def _sides(name: str, ref: dict[str, float]) -> dict[str, float]:
 
 def _bound(f: Mapping[str, float], name: str) -> str:
     client, x = f[f"{name}_client_cores"], f[f"{name}_x_cores"]
+    foreign = f[f"foreign_cores_{name}"]
     if x >= SATURATED_CORES and x >= client:
         return f"the simulated X bounds it ({x:.2f} cores busy, the client {client:.2f})"
     if client >= SATURATED_CORES:
         return f"the client bounds it ({client:.2f} cores busy, the simulated X {x:.2f})"
+    cores = os.cpu_count() or 1
+    if client + x + foreign >= SATURATED_CORES * cores:
+        return (
+            f"the machine bounds it: its {cores} cores were busy (the client {client:.2f}, "
+            f"the simulated X {x:.2f}, other processes {foreign:.2f})"
+        )
     return (
-        f"neither side is saturated (client {client:.2f} cores, simulated X {x:.2f}): the "
-        "requests in flight, or the machine's two cores shared by both, bound it"
+        f"neither side nor the machine is saturated (the client {client:.2f} cores, the "
+        f"simulated X {x:.2f}, other processes {foreign:.2f}): the requests in flight bound it"
     )
 
 
