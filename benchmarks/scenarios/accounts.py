@@ -40,8 +40,11 @@ from benchmarks.xlog import XLog
 from postbackd.settings import Settings
 
 # The daemon's own defaults, as an operator who never looked at X's limits leaves them.
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
-DAEMON_BUDGET = {name: _DEFAULTS[name] for name in ("rate_limit_requests", "rate_limit_window_s")}
+_DEFAULTS = Settings()
+DAEMON_BUDGET = {
+    "rate_limit_requests": _DEFAULTS.rate_limit_requests,
+    "rate_limit_window_s": _DEFAULTS.rate_limit_window_s,
+}
 # Each account's offered share of a normal account's permitted rate.
 OFFERED = 0.95
 # The slow accounts get this many times as many events: more than X permits them, so that
@@ -297,6 +300,13 @@ async def run(ctx: Context) -> Outcome:
         f"{load_s:g} s: {OFFERED:.0%} of a normal account's permitted rate to every account, "
         f"{SLOW_SHARE} times that to the slow ones",
     ]
+    pool, cap = _DEFAULTS.x_max_connections, _DEFAULTS.account_max_in_flight
+    wanted = counts["slow"] * min(cap, limit)
+    outcome.notes.append(
+        f"as each window opens, the slow accounts want {wanted} connections at once "
+        f"({counts['slow']} accounts, each up to min(its cap {cap}, the limit {limit})) of the "
+        f"daemon's pool of {pool}"
+    )
     for attempt in range(sizes.repeat):
         m = await _measure(ctx, attempt, limit, load_s)
         outcome.add_run(_figures(m, members, limit, window_s))
