@@ -33,8 +33,8 @@ from benchmarks import workload
 from benchmarks.context import Context
 from benchmarks.journal import Journal
 from benchmarks.outcome import Check, Outcome, foreign_between, timeline, window
+from benchmarks.receipts import percentile
 from benchmarks.sampler import Sample, Sampler
-from benchmarks.scenarios.latency import percentile
 from benchmarks.stack import stack
 from benchmarks.xlog import XLog
 from postbackd.settings import Settings
