@@ -125,6 +125,18 @@ class EmbeddedStore:
     async def size_bytes(self) -> int:
         return store_bytes(self.path)
 
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A read on a reader's connection (never waits for a commit)."""
+        if self._closed:
+            raise StoreUnavailable("the store is closed", kind="closed")
+        return await _guarded(self.reader.call(fn, *args))
+
+    async def _load(self, fn: Callable[..., T], *args: Any) -> T:
+        """A read on the writer's thread: ordered with the commits."""
+        if self._closed:
+            raise StoreUnavailable("the store is closed", kind="closed")
+        return await _guarded(self.writer.call(fn, *args))
+
     # --- configuration -------------------------------------------------------------------
 
     def _config(self) -> aiosqlite.Connection:
@@ -188,12 +200,12 @@ class EmbeddedStore:
         return None
 
     async def pending_lanes(self) -> list[str]:
-        return await _guarded(self.writer.call(sql.pending_lanes))
+        return await self._load(sql.pending_lanes)
 
     async def lease_due(
         self, reads: Sequence[LaneRead], now_ms: int, max_rows: int
     ) -> list[LaneRows]:
-        return await _guarded(self.writer.call(sql.load_lanes, reads, now_ms, max_rows))
+        return await self._load(sql.load_lanes, reads, now_ms, max_rows)
 
     async def renew_leases(self, now_ms: int) -> None:
         """One daemon holds the store: its leases never run out."""
@@ -210,7 +222,7 @@ class EmbeddedStore:
     # --- holds, replay, cancel -----------------------------------------------------------
 
     async def held_groups(self) -> list[HeldGroup]:
-        return await _guarded(self.reader.call(sql.held_groups))
+        return await self._read(sql.held_groups)
 
     async def release_held(
         self, postback_id: str, x_account_id: str | None, lane: str, now_ms: int
@@ -245,15 +257,15 @@ class EmbeddedStore:
         return count
 
     async def pending_of_postback(self, postback_id: str) -> int:
-        return await _guarded(self.reader.call(sql.pending_of_postback, postback_id))
+        return await self._read(sql.pending_of_postback, postback_id)
 
     async def count_by_state(self, now_ms: int) -> dict[str, int]:
-        return await _guarded(self.reader.call(sql.count_by_state, now_ms))
+        return await self._read(sql.count_by_state, now_ms)
 
     async def device_attributions(
         self, app_id: str, device_keys: Sequence[str]
     ) -> dict[str, DeviceAttribution]:
-        return await _guarded(self.reader.call(sql.device_attributions, app_id, device_keys))
+        return await self._read(sql.device_attributions, app_id, device_keys)
 
     # --- results reads -------------------------------------------------------------------
 
@@ -265,24 +277,20 @@ class EmbeddedStore:
         now_ms: int,
         in_flight: Collection[int] = (),
     ) -> list[Row]:
-        return await _guarded(
-            self.reader.call(results.list_deliveries, state, after, limit, now_ms, in_flight)
-        )
+        return await self._read(results.list_deliveries, state, after, limit, now_ms, in_flight)
 
     async def event_details(
         self, event_id: str, now_ms: int, in_flight: Collection[int] = ()
     ) -> dict[str, Any] | None:
-        return await _guarded(self.reader.call(results.event_details, event_id, now_ms, in_flight))
+        return await self._read(results.event_details, event_id, now_ms, in_flight)
 
     async def list_attributions(
         self, app_id: str | None, tracker_id: str | None, after: Key | None, limit: int
     ) -> list[Row]:
-        return await _guarded(
-            self.reader.call(results.list_attributions, app_id, tracker_id, after, limit)
-        )
+        return await self._read(results.list_attributions, app_id, tracker_id, after, limit)
 
     async def tracker_report(self, app_id: str | None) -> dict[str, dict[str, Any]]:
-        return await _guarded(self.reader.call(results.tracker_report, app_id))
+        return await self._read(results.tracker_report, app_id)
 
     # --- retention -----------------------------------------------------------------------
 
