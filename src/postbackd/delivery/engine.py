@@ -22,9 +22,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 from postbackd.catalog import Catalog
 from postbackd.clock import Clock, SystemClock, now_ms
@@ -136,13 +136,30 @@ class Engine:
     async def start(self) -> None:
         if self._hasher is None:
             log.warning("POSTBACKD_X_HMAC_KEY is not set: claims cannot be sent until it is")
-        for name, run in (("loader", self._loader.run), ("releaser", self._releaser.run)):
+        parts: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            ("loader", self._loader.run),
+            ("releaser", self._releaser.run),
+        ]
+        if (lease_s := self._store.lease_s) is not None:
+            parts.append(("leases", partial(self._renew_leases, lease_s)))
+        for name, run in parts:
             task = asyncio.create_task(run(), name=f"delivery-{name}")
             task.add_done_callback(self._died)
             self._tasks.append(task)
         self._catalog.subscribe(lambda _: self._releaser.wake())
         # Held rows left by an earlier run get the signing rule once more.
         self._releaser.wake()
+
+    async def _renew_leases(self, lease_s: float) -> None:
+        """A shared store leases due deliveries to this daemon for `lease_s`: renewed three
+        times per lease, so that a slow store or a busy loop never lets one run out while
+        its delivery is in memory here (another daemon would send it too)."""
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                await self._store.renew_leases(self.now_ms())
+            except StoreUnavailable as exc:  # tried again at the next turn
+                self._warn.warning("leases", f"could not renew the leases of due work: {exc}")
 
     def _died(self, task: asyncio.Task[None]) -> None:
         """A part of the engine ended on its own: without it nothing would be sent, silently.
