@@ -272,3 +272,30 @@ async def test_a_lost_server_is_store_unavailable_until_it_returns(
         assert counts["ready"] == 3
     finally:
         await store.close()
+
+
+async def test_configuration_notices_resume_after_the_server_returns(
+    own_server: PostgresServer,
+) -> None:
+    database = DatabaseUrl.parse(await own_server.create_database())
+    a, b = PostgresStore(database), PostgresStore(database)
+    await a.open()
+    await b.open()
+    try:
+        await b.load_index()
+        seen: asyncio.Queue[int] = asyncio.Queue()
+        b.watch_config(seen.put_nowait)
+        await asyncio.to_thread(own_server.stop, "immediate")
+        await asyncio.to_thread(own_server.start)
+        # Made while b may not be listening yet: b finds it by the version check after it
+        # connects again, or by the notice.
+        for _ in range(100):
+            try:
+                version = await a.apply([("insert", app())])
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(seen.get(), timeout=30) == version
+    finally:
+        await a.close()
+        await b.close()
