@@ -45,7 +45,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def database_url(kind: str, request: pytest.FixtureRequest) -> str | None:
-    """None for the embedded store; a fresh database of the session's PostgreSQL server
+    """None for the embedded store; a fresh database on the PostgreSQL server of the test run
     (tests/pgproc.py) for the shared one."""
     if kind == "sqlite":
         return None
