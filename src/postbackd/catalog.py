@@ -6,20 +6,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
-
-import aiosqlite
 
 from postbackd import ids, rules
 from postbackd.errors import Conflict, Invalid, NotFound
 from postbackd.fields import Form
 from postbackd.index import Index
 from postbackd.model import App, Campaign, Entity, Postback, Segment, Tracker, XAccount
-from postbackd.store import config as store
-from postbackd.store.sealing import Sealer, seal_stored_tokens
+from postbackd.store.base import Change, Op, Store
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +82,53 @@ Listener = Callable[[Index], None]
 
 
 class Catalog:
-    def __init__(self, conn: aiosqlite.Connection, index: Index, sealer: Sealer) -> None:
-        self._conn = conn
+    def __init__(self, store: Store, index: Index, version: int = 0) -> None:
+        self._store = store
         self.index = index
-        self._sealer = sealer
+        self._version = version  # the store's configuration version `index` reflects
         # One writer at a time: each change is checked against the index it will replace.
         self._lock = asyncio.Lock()
         self._listeners: list[Listener] = []
+        self._reloads: set[asyncio.Task[None]] = set()
+        store.watch_config(self._changed_elsewhere)
 
     @classmethod
-    async def load(cls, conn: aiosqlite.Connection, secret_keys: Sequence[str] = ()) -> Catalog:
-        """The stored configuration; X account tokens brought to the first of `secret_keys`
-        first (SecretKeyError when the keys cannot open them)."""
-        sealer = Sealer(secret_keys)
-        await seal_stored_tokens(conn, sealer)
-        return cls(conn, await store.load_index(conn, sealer), sealer)
+    async def load(cls, store: Store) -> Catalog:
+        """The stored configuration; X account tokens brought to the first key of
+        `secret_key` first (SecretKeyError when the keys cannot open them)."""
+        await store.seal_tokens()
+        version = await store.config_version()
+        return cls(store, await store.load_index(), version)
+
+    def _changed_elsewhere(self, version: int) -> None:
+        """Another daemon of a shared store changed the configuration (PRODUCT.md 5): the
+        next event here sees it too, with no restart."""
+        if version != self._version:
+            task = asyncio.get_running_loop().create_task(self.reload(), name="config-reload")
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
+
+    async def _apply(self, changes: list[Change]) -> None:
+        """Commit the changes and swap the index (the caller holds the lock)."""
+        version = await self._store.apply(changes)
+        # Not the next version: another daemon's change came in between, which the index
+        # does not have yet; it is read again once this change is done.
+        missed = version != self._version + 1
+        self._version = -1 if missed else version
+        self._swap(_with(self.index, changes))
+        if missed:
+            self._changed_elsewhere(version)
+
+    async def reload(self) -> None:
+        """Read the configuration again when the store's version is not the index's."""
+        async with self._lock:
+            version = await self._store.config_version()
+            if version == self._version:
+                return
+            index = await self._store.load_index()
+            self._version = version
+            self._swap(index)
+        log.info("configuration changed by another daemon: reloaded (version %d)", version)
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with the new index after every committed change."""
@@ -115,7 +144,7 @@ class Catalog:
         kind.form.check_names(data)
         async with self._lock:
             index = self.index
-            changes: list[store.Change] = []
+            changes: list[Change] = []
             if kind.cls is Tracker and "segment_id" not in data:
                 data, changes = self._segment_on_the_fly(data, index)
                 index = _with(index, changes)
@@ -142,8 +171,7 @@ class Catalog:
         async with self._lock:
             entity = self.get(kind, entity_id)
             changes = self._delete_changes(entity)
-            await store.apply(self._conn, changes, self._sealer)
-            self._swap(_with(self.index, changes))
+            await self._apply(changes)
         log.info("%s %s deleted", kind.label, entity_id)
 
     async def record_authentication(
@@ -171,17 +199,16 @@ class Catalog:
                 authenticated_at=ids.now_iso() if ok else account.authenticated_at,
                 last_auth_error=None if ok else error,
             )
-            changes: list[store.Change] = [("update", updated)]
-            await store.apply(self._conn, changes, self._sealer)
-            self._swap(_with(self.index, changes))
+            changes: list[Change] = [("update", updated)]
+            await self._apply(changes)
         return updated
 
     async def _commit(
         self,
         kind: Kind,
         entity: Entity,
-        changes: list[store.Change],
-        op: store.Op,
+        changes: list[Change],
+        op: Op,
         index: Index,
     ) -> Saved:
         *changes, (_, entity) = _in_creation_order([*changes, (op, entity)], self.index)
@@ -190,8 +217,7 @@ class Catalog:
             # The old default loses its flag first: one default per (app, network).
             changes.append(("update", dataclasses.replace(replaced, default=False)))
         changes.append((op, entity))
-        await store.apply(self._conn, changes, self._sealer)
-        self._swap(_with(self.index, changes))
+        await self._apply(changes)
         log.info("%s %s %s", kind.label, entity.id, "created" if op == "insert" else "updated")
         if replaced is not None:
             log.info("tracker %s is no longer the default, %s is", replaced.id, entity.id)
@@ -204,7 +230,7 @@ class Catalog:
 
     def _segment_on_the_fly(
         self, data: Mapping[str, object], index: Index
-    ) -> tuple[dict[str, object], list[store.Change]]:
+    ) -> tuple[dict[str, object], list[Change]]:
         """Seed: "Select the desired Campaign & Segment, or create new ones"."""
         form = rules.TRACKER
         campaign_name = form.text("campaign_name").read_optional(data)
@@ -216,7 +242,7 @@ class Catalog:
             )
         app_id = form.text("app_id").read(data)
         segment_name = form.text("segment_name").read_optional(data) or "Default"
-        changes: list[store.Change] = []
+        changes: list[Change] = []
         campaign = next(
             (c for c in index.campaigns.values()
              if c.app_id == app_id and c.name.lower() == campaign_name.lower()),
@@ -241,10 +267,10 @@ class Catalog:
         rest = {k: v for k, v in data.items() if k not in ("campaign_name", "segment_name")}
         return {**rest, "segment_id": segment.id}, changes
 
-    def _delete_changes(self, entity: Entity) -> list[store.Change]:
+    def _delete_changes(self, entity: Entity) -> list[Change]:
         index = self.index
         users: list[str] = []
-        extra: list[store.Change] = []
+        extra: list[Change] = []
         if isinstance(entity, App):
             users = [c.id for c in index.campaigns.values() if c.app_id == entity.id]
             users += [p.id for p in index.postbacks.values() if p.app_id == entity.id]
@@ -273,7 +299,7 @@ def _credentials(account: XAccount) -> tuple[str, str, str | None]:
     return account.access_token, account.access_token_secret, account.authenticated_at
 
 
-def _bundle_followers(existing: Entity, entity: Entity, index: Index) -> list[store.Change]:
+def _bundle_followers(existing: Entity, entity: Entity, index: Index) -> list[Change]:
     """The trackers and postbacks of an app whose bundle id follows the app's, carried to
     its new value in the same transaction (PRODUCT.md 1: a tracker's `bundle_id` and a
     postback's `x_app_id` taken from the app "follow the app's when it changes").
@@ -287,7 +313,7 @@ def _bundle_followers(existing: Entity, entity: Entity, index: Index) -> list[st
     old, new = existing.bundle_id, entity.bundle_id
     if old is None or new is None or old == new:
         return []
-    changes: list[store.Change] = [
+    changes: list[Change] = [
         ("update", dataclasses.replace(t, bundle_id=new))
         for t in index.trackers.values()
         if t.app_id == entity.id and t.bundle_id == old
@@ -308,7 +334,7 @@ def _later_ms(iso: str) -> str:
     return ids.iso_ms(int(moment.timestamp() * 1000) + 1)
 
 
-def _in_creation_order(changes: list[store.Change], index: Index) -> list[store.Change]:
+def _in_creation_order(changes: list[Change], index: Index) -> list[Change]:
     """The inserts with a `created_at` later than that of every object of their kind.
 
     Configuration lists are ordered by (`created_at`, `id`) and page with a cursor on that
@@ -317,7 +343,7 @@ def _in_creation_order(changes: list[store.Change], index: Index) -> list[store.
     millisecond twice: then the new object takes the next millisecond.
     """
     latest: dict[type[Entity], str] = {}
-    out: list[store.Change] = []
+    out: list[Change] = []
     for op, entity in changes:
         if op == "insert":
             cls = type(entity)
@@ -331,7 +357,7 @@ def _in_creation_order(changes: list[store.Change], index: Index) -> list[store.
     return out
 
 
-def _with(index: Index, changes: list[store.Change]) -> Index:
+def _with(index: Index, changes: list[Change]) -> Index:
     """A new index with the changes applied (creation order kept)."""
     tables: dict[type[Entity], dict[str, Entity]] = {
         cls: dict(getattr(index, attr)) for cls, attr in _INDEX_ATTR.items()
