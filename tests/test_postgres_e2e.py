@@ -90,6 +90,37 @@ async def test_kill_9_of_a_daemon_with_leases_loses_nothing(tmp_path: Path, pg_u
         await mock.kill()
 
 
+async def test_a_running_daemon_takes_over_an_account_it_never_saw(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # The second daemon runs before any event exists: it learns the account's lane from the
+    # store's rescan (once per lease length), not from its own start or its own ingest.
+    mock = await start_mock("--latency", "fixed:100")
+    url = f"{pg_url}?lease_s={LEASE_S}"
+    settings = {**FAST_RETRY, "x_max_connections": SLOTS, "x_account_max_in_flight": SLOTS}
+    second = await start_daemon(tmp_path / "b", mock.url, database_url=url, **settings)
+    first = await start_daemon(tmp_path / "a", mock.url, database_url=url, **settings)
+    count = 400
+    try:
+        async with client(first) as api:
+            app_id = (await seed_config(api))["app"]["id"]
+            for start in range(0, count, 100):
+                batch = [event(app_id, n) for n in range(start, start + 100)]
+                assert (await ingest(api, batch))["accepted"] == 100
+            await wait_for(lambda: _at_least(mock, 20), timeout_s=30)
+            first.proc.send_signal(signal.SIGKILL)
+            await first.proc.wait()
+        assert len(await conversions(mock)) < count, "the kill came too late to test anything"
+        async with client(second) as api:
+            await settled(api, count)
+        received = {r["params"]["hashed_device_id"] for r in await conversions(mock)}
+        assert {hashed(idfa(n).upper()) for n in range(count)} <= received
+    finally:
+        await first.kill()
+        await second.kill()
+        await mock.kill()
+
+
 async def _at_least(mock: Any, n: int) -> bool:
     return len(await conversions(mock)) >= n
 

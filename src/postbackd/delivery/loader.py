@@ -39,8 +39,10 @@ MIN_SHARE: Final = 64
 # Rows per read at most: a big read would hold the GIL away from the event loop for long.
 LOAD_BATCH: Final = 2_000
 _IDLE_POLL_S: Final = 1.0
-# How often every lane's position is checked against the store anyway (a safety net: every
-# way a row becomes pending also tells the loader).
+# How often the store's lanes with pending work are listed again and every lane's position
+# checked against it: a safety net for one daemon (every way a row becomes pending also tells
+# the loader); on a shared store, how work ingested through another daemon, or left by a dead
+# one whose leases ran out, reaches this one (at least once per lease length).
 _RESCAN_S: Final = 60.0
 _NEVER: Final = 2**62
 
@@ -106,21 +108,29 @@ class Loader:
         for lane in await self._store.pending_lanes():
             self.lane(lane)
         loop = asyncio.get_running_loop()
-        rescan_at = loop.time() + _RESCAN_S
+        lease_s = self._store.lease_s
+        rescan_s = _RESCAN_S if lease_s is None else min(_RESCAN_S, lease_s)
+        rescan_at = loop.time() + rescan_s
         while True:
             self._wake.clear()
             try:
+                if loop.time() >= rescan_at:
+                    rescan_at = loop.time() + rescan_s
+                    await self._rescan()
                 await self._pass()
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as exc:  # the store fails: try again
                 self._warn.warning("load", f"could not read due deliveries: {exc}")
-            if loop.time() >= rescan_at:
-                rescan_at = loop.time() + _RESCAN_S
-                for state in self._lanes.values():
-                    state.next_due_ms = min(state.next_due_ms, self._now_ms())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._sleep_s())
+
+    async def _rescan(self) -> None:
+        for lane in await self._store.pending_lanes():
+            self.lane(lane)
+        now = self._now_ms()
+        for state in self._lanes.values():
+            state.next_due_ms = min(state.next_due_ms, now)
 
     def _sleep_s(self) -> float:
         """Until the earliest lane with room has work due (at most the idle poll)."""
