@@ -19,6 +19,8 @@ from postbackd.x.device import DeviceHasher, usable_device_id
 from .model import Attribution, Claim, Delivery
 
 _PLATFORM_OF_NETWORK: Final = {"x_ios": "ios", "x_android": "android"}
+# The rejections of most claims (X claimed nothing, or the only candidate won).
+_NONE_REJECTED: Final = orjson.dumps([])
 
 
 def _integer(value: object) -> int | None:
@@ -103,7 +105,9 @@ def judge_answer(
         engagement_type=winner.engagement_type if winner else None,
         engagement_time=_iso(winner.engagement_time) if winner else None,
         campaign_name=winner.campaign_name if winner else None,
-        rejected=orjson.dumps(
+        rejected=_NONE_REJECTED
+        if not decision.rejected
+        else orjson.dumps(
             [
                 {
                     "source": r.source,
