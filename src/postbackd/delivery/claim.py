@@ -71,7 +71,7 @@ def request_params(
         os_type=OS_TYPE_OF_NETWORK[delivery.network],
         hashed_device_id=hasher.hash(raw_id),
         conversion_type=delivery.conversion_type,
-        conversion_time=datetime.fromtimestamp(event.conversion_time_ms / 1000, UTC),
+        conversion_time=event.conversion_time_ms,
         windows=index.claim_windows(delivery.app_id, delivery.network, event.event_name),
         device_ip=event.origination_ip,
         price_micro=_price_micro(data),
