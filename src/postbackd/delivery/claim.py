@@ -3,7 +3,7 @@ answer leaves after the attribution rules judged it."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 import orjson
@@ -87,7 +87,7 @@ def judge_answer(
     """PRODUCT.md 1, "Attribution of a claim answer", applied to X's 200 answer."""
     decision = evaluate_claim(
         parse_answer(body),
-        conversion_time=datetime.fromtimestamp(event.conversion_time_ms / 1000, UTC),
+        conversion_time=event.conversion_time_ms,
         event_name=event.event_name,
         trackers=index.trackers_of(delivery.app_id, delivery.network),
     )
