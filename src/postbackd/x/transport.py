@@ -32,6 +32,8 @@ from postbackd.x.response import NoAnswer, RateLimitInfo, XResponse
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _RATE_LIMIT_PREFIX: Final = b"x-rate-limit-"
 _LENGTH_HEADERS: Final = (b"content-length", b"transfer-encoding")
+# The first letters (lower case) of the headers read; any other header is skipped at once.
+_WANTED_FIRST: Final = frozenset(name[0] for name in (_RATE_LIMIT_PREFIX, *_LENGTH_HEADERS))
 # X's claim answers are a few kilobytes; anything far larger is not one.
 DEFAULT_MAX_ANSWER_BYTES: Final = 1024 * 1024
 # Servers close idle keep-alive connections after a while; reusing one just then fails.
@@ -156,7 +158,8 @@ class Http1Pool:
         """
         request = f"POST {target}{self._request_middle}{authorization}{self._request_end}".encode()
         try:
-            conn = await self._acquire()
+            # A warm idle connection is the common case: taken without a coroutine.
+            conn = self._idle_connection() if self._idle else await self._acquire()
         except _Failed as failed:
             return no_answer(time.perf_counter(), *failed.failure)
         started = time.perf_counter()
@@ -211,17 +214,10 @@ class Http1Pool:
     async def _acquire(self) -> _Connection | None:
         """An idle connection, or None: a place to open a new one. Waits in FIFO order, at
         most `pool_timeout_s`."""
+        if self._idle:
+            return self._idle_connection()
         if self._closed:
             raise _Failed(_CLOSED)
-        if self._idle:
-            conn = self._idle.pop()
-            conn.idle = False
-            if conn.closing:  # closing but not yet reported lost: its place is ours
-                return None
-            if self._loop.time() - conn.idle_since > self._keepalive_expiry_s:
-                conn.abort()  # too long idle: the server may close it as we send
-                return None
-            return conn
         if self._size < self._max_connections:
             self._size += 1
             return None
@@ -238,6 +234,19 @@ class Http1Pool:
             raise
         finally:
             timer.cancel()
+
+    def _idle_connection(self) -> _Connection | None:
+        """The warmest idle connection, or None: its place, to open a new one."""
+        if self._closed:
+            raise _Failed(_CLOSED)
+        conn = self._idle.pop()
+        conn.idle = False
+        if conn.closing:  # closing but not yet reported lost: its place is ours
+            return None
+        if self._loop.time() - conn.idle_since > self._keepalive_expiry_s:
+            conn.abort()  # too long idle: the server may close it as we send
+            return None
+        return conn
 
     def _expire(self, waiter: asyncio.Future[_Connection | None]) -> None:
         if not waiter.done():  # `_release` skips it from now on
@@ -429,6 +438,8 @@ class _Connection(asyncio.Protocol):
             raise ValueError("an answer nobody asked for")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if name[0] | 0x20 not in _WANTED_FIRST:  # most headers (Date, Server, ...): one test
+            return
         name = name.lower()
         if name.startswith(_RATE_LIMIT_PREFIX):
             self.rate_headers[name.decode("latin-1")] = value.decode("latin-1")
