@@ -385,7 +385,7 @@ class Engine:
                 return
             account = ticket.account
             response = await self._x.send_conversion(
-                params, account.access_token, account.access_token_secret
+                params, account.access_token, account.access_token_secret, lane.account_id
             )
             if not response.sent:
                 # No connection came free in time: X saw nothing, nothing is used up.
