@@ -4,7 +4,8 @@ keeps another account's deliveries from being loaded and sent. And a request tha
 X is listed as `in_flight`.
 
 The daemon and the simulated X run as separate processes; the simulated X makes one X
-account slow or throttled (`account_faults`) while the other stays healthy."""
+account slow or throttled (`account_faults`) while the other stays healthy; the pool's case
+adds six more slow accounts, which together fill the connection pool."""
 
 from __future__ import annotations
 
@@ -162,3 +163,78 @@ async def test_requests_waiting_at_x_are_listed_in_flight(stack: Stack) -> None:
     assert await deliveries(stack.api, "ready") == []  # not listed twice
     await settled(stack.api, 3)
     assert await deliveries(stack.api, "in_flight") == []
+
+
+# Six more slow accounts for the pool test: with ACCOUNT_ID, seven at their cap of a quarter
+# of the pool fill it and queue three quarters of it more.
+SLOW_ACCOUNTS = [
+    (f"acctslow{n:03d}", f"{3000 + n}-slow-token", f"slow-secret-{n}") for n in range(6)
+]
+
+
+async def seed_account_and_app(api: Api, account: tuple[str, str, str], n: int) -> str:
+    """An X account and an app whose postback it signs; the app's id."""
+    account_id, token, secret = account
+    await api.ok("POST", "/api/v1/x-accounts", 201, json={
+        "id": account_id, "name": f"Slow {n}", "access_token": token, "access_token_secret": secret,
+    })  # fmt: skip
+    app_fields = {"name": f"Slow {n}", "platform": "ios", "bundle_id": f"9{n}"}
+    app = await api.ok("POST", "/api/v1/apps", 201, json=app_fields)
+    await api.ok("POST", "/api/v1/postbacks", 201, json={
+        "app_id": app["id"], "network": "x_ios", "event_name": "purchase",
+        "conversion_type": "PURCHASE", "x_account_id": account_id,
+    })  # fmt: skip
+    return app["id"]  # type: ignore[no-any-return]
+
+
+async def test_slow_accounts_filling_the_pool_do_not_queue_another_behind_them(
+    tmp_path: Path,
+) -> None:
+    # The benchmark's case, small: 7 slow accounts, each at its cap of 4 requests, hold all 16
+    # pooled connections and queue 12 requests more. A healthy account's first request must
+    # not wait behind those 12: the pool hands the next free connection to the account
+    # holding the fewest. Order, not time: served first come, the 12 queued slow requests
+    # would each take a connection freed by a slow answer before it, so at least 13 slow
+    # answers would come before the healthy account's first one.
+    pool, cap = 16, 4
+    mock = await start_mock(*(a for acct in SLOW_ACCOUNTS for a in ("--account", ":".join(acct))))
+    daemon = None
+    try:
+        daemon = await start_daemon(tmp_path / "data", mock.url, x_max_connections=pool,
+                                    x_timeout_s=30, **FAST_RETRY)  # fmt: skip
+        async with client(daemon) as api:
+            slow_apps = [(await seed_config(api))["app"]["id"]]
+            slow_apps += [
+                await seed_account_and_app(api, a, n) for n, a in enumerate(SLOW_ACCOUNTS)
+            ]
+            healthy_app = (await seed_second_account(api, OTHER_ACCOUNT))["id"]
+            slow_ids = [ACCOUNT_ID, *(a[0] for a in SLOW_ACCOUNTS)]
+            await mock_patch(mock, {"account_faults": {
+                account_id: {"latency": "uniform:1500:3000"} for account_id in slow_ids
+            }})  # fmt: skip
+            for n, app_id in enumerate(slow_apps):  # exactly each slow account's cap
+                await ingest(api, [event(app_id, 100 * n + k) for k in range(cap)])
+
+            async def all_slow_in_flight() -> bool:
+                return len(await deliveries(api, "in_flight")) == cap * len(slow_apps)
+
+            await wait_for(all_slow_in_flight)
+            await ingest(api, [event(healthy_app, 10_000 + k) for k in range(cap)])
+
+            async def healthy_answered() -> list[str] | None:
+                tokens = [r["token"] for r in await conversions(mock)]
+                return tokens if tokens.count(OTHER_TOKEN) == cap else None
+
+            tokens = await wait_for(healthy_answered, timeout_s=30)
+        slow_before = tokens.index(OTHER_TOKEN)
+        # Fair: at most 3 of the slow accounts can hold no connection (16 over 7 at 4 each),
+        # and those are served first; then the healthy one, holding none, is next.
+        assert slow_before < pool // 2, tokens
+        # Every healthy claim was answered while the slow accounts still had requests to go.
+        last_healthy = len(tokens) - 1 - tokens[::-1].index(OTHER_TOKEN)
+        slow_before_last = last_healthy - (cap - 1)
+        assert slow_before_last < cap * len(slow_apps), tokens
+    finally:
+        if daemon is not None:
+            await daemon.kill()
+        await mock.kill()

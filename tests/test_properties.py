@@ -97,6 +97,13 @@ def test_window_edges_at_millisecond_precision(
         assert decision.outcome == "rejected_outside_window"
     if decision.outcome != "attributed":
         assert [r.reason for r in decision.rejected] == [decision.outcome]
+    # The engine passes the event's epoch milliseconds: the same decision.
+    assert decision == evaluate_claim(
+        ClaimAnswer(candidate(kind=kind, engagement_ms=CONVERSION_MS - distance_ms), None),
+        conversion_time=CONVERSION_MS,
+        event_name="purchase",
+        trackers=trackers(click_days, view_days),
+    )
 
 
 def verdict(c: Candidate, click_days: int, view_days: int) -> str | int:

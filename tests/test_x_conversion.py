@@ -4,10 +4,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from postbackd.x.conversion import (
     claim_params,
     format_conversion_time,
+    format_epoch_ms,
     price_to_micros,
 )
 
@@ -34,6 +37,22 @@ def test_format_conversion_time(dt: datetime, expected: str) -> None:
     assert format_conversion_time(dt) == expected
 
 
+@given(st.integers(min_value=946_684_800_000, max_value=253_402_300_799_999))
+def test_format_epoch_ms_is_format_conversion_time(epoch_ms: int) -> None:
+    # What the engine sends, from an event's conversion time in epoch milliseconds.
+    moment = datetime.fromtimestamp(epoch_ms // 1000, UTC) + timedelta(milliseconds=epoch_ms % 1000)
+    assert format_epoch_ms(epoch_ms) == format_conversion_time(moment)
+
+
+def test_claim_params_take_epoch_ms_as_a_datetime() -> None:
+    common = {"x_app_id": "1", "os_type": "IOS", "hashed_device_id": "h",
+              "conversion_type": "PURCHASE", "windows": None}  # fmt: skip
+    epoch_ms = (T - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    assert claim_params(conversion_time=epoch_ms, **common) == claim_params(
+        conversion_time=T, **common
+    )
+
+
 def test_format_conversion_time_refuses_naive() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         format_conversion_time(datetime(2026, 11, 28, 12, 0))  # noqa: DTZ001
@@ -57,6 +76,11 @@ def test_format_conversion_time_refuses_naive() -> None:
         ("0.00000051", 1),
         (1.5e-06, 2),
         ("1e3", 1_000_000_000),
+        ("007.5", 7_500_000),
+        ("9.", 9_000_000),
+        ("1.1234565", 1_123_456),  # seven digits: rounded half-even, not cut
+        ("1.1234575", 1_123_458),
+        ("\u0661\u0662", 12_000_000),  # non-ASCII digits, as Decimal reads them
         (Decimal("12.345678"), 12_345_678),
         ("9223372036854.775807", 2**63 - 1),
         (None, None),

@@ -376,6 +376,109 @@ async def test_a_wait_for_a_connection_is_bounded_and_sends_nothing() -> None:
     assert len(server.requests) == 2
 
 
+class HeldAnswers:
+    """A handler that answers each request only once the test lets its target go; `arrived`
+    lists the targets in the order they reached the server."""
+
+    def __init__(self) -> None:
+        self.arrived: list[str] = []
+        self._go: dict[str, asyncio.Event] = {}
+
+    def _event(self, target: str) -> asyncio.Event:
+        return self._go.setdefault(target, asyncio.Event())
+
+    def let_go(self, *targets: str) -> None:
+        for target in targets:
+            self._event(target).set()
+
+    async def arrivals(self, count: int) -> list[str]:
+        """The first `count` arrivals, once they are in (a hang fails the test by timeout)."""
+        while len(self.arrived) < count:
+            await asyncio.sleep(0.005)
+        return self.arrived[:count]
+
+    async def __call__(
+        self, server: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> None:
+        while (head := await server.read_request(r)) is not None:
+            target = head.split(b" ")[1].decode().removeprefix("/")
+            self.arrived.append(target)
+            await self._event(target).wait()
+            w.write(OK)
+
+
+async def start_posts(pool: Http1Pool, *targets: str) -> list[asyncio.Task[XResponse]]:
+    """One request per target, its lane the target's first letter after the slash, started
+    in this order; returns once each holds a place in the pool or waits for one."""
+    tasks = [asyncio.create_task(pool.post(f"/{t}", AUTH, t[0])) for t in targets]
+    for _ in range(3):  # a task reaches the pool's queue at its first step
+        await asyncio.sleep(0)
+    return tasks
+
+
+async def test_a_lane_holding_nothing_gets_the_next_free_connection() -> None:
+    # PRODUCT.md 2, "Isolation": lane A's backlog fills the pool and queues behind it; lane
+    # B's request, arriving last, still goes out on the first connection that comes free.
+    answers = HeldAnswers()
+    async with RawServer(answers) as server:
+        pool = server.pool(max_connections=4)
+        tasks = await start_posts(pool, *(f"a{n}" for n in range(8)))
+        assert sorted(await answers.arrivals(4)) == ["a0", "a1", "a2", "a3"]
+        tasks += await start_posts(pool, "b0")
+        answers.let_go("a0")
+        assert (await answers.arrivals(5))[4] == "b0"
+        answers.let_go(*(f"a{n}" for n in range(8)), "b0")
+        responses = await asyncio.gather(*tasks)
+        await pool.close()
+    assert all(r.status == 200 for r in responses)
+    assert answers.arrived[5:] == ["a4", "a5", "a6", "a7"]  # in order within the lane
+    assert server.connections == 4
+
+
+async def test_a_free_connection_goes_to_the_waiting_lane_holding_fewest() -> None:
+    answers = HeldAnswers()
+    async with RawServer(answers) as server:
+        pool = server.pool(max_connections=3)
+        tasks = await start_posts(pool, "a0", "a1", "b0")  # A holds 2 places, B 1
+        await answers.arrivals(3)
+        tasks += await start_posts(pool, "a2", "a3", "b1", "c0")
+        order: list[str] = []
+        # Each freed place goes to the lane holding fewest; first-come order would be
+        # a2, a3, b1, c0.
+        for freed in ("a0", "a1", "b0", "a2"):
+            answers.let_go(freed)
+            order.append((await answers.arrivals(len(order) + 4))[-1])
+        assert order == ["c0", "a2", "b1", "a3"]
+        answers.let_go("a3", "b1", "c0")
+        responses = await asyncio.gather(*tasks)
+        await pool.close()
+    assert all(r.status == 200 for r in responses)
+
+
+async def test_expired_and_cancelled_waiters_of_a_lane_are_skipped() -> None:
+    answers = HeldAnswers()
+    async with RawServer(answers) as server:
+        pool = server.pool(max_connections=2, pool_timeout_s=0.2)
+        held = await start_posts(pool, "a0", "a1")
+        await answers.arrivals(2)
+        expired = await pool.post("/b0", AUTH, "b")  # lane B waits alone, and expires
+        assert expired.failure is NoAnswer.POOL_TIMEOUT
+        waiting = await start_posts(pool, "a2")
+        (cancelled,) = await start_posts(pool, "b1")
+        cancelled.cancel()
+        answers.let_go("a0")  # B holds nothing but waits no more: A's next request goes
+        assert (await answers.arrivals(3))[2] == "a2"
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        answers.let_go("a1", "a2")
+        responses = await asyncio.gather(*held, *waiting)
+        assert all(r.status == 200 for r in responses)
+        answers.let_go("z")
+        assert (await pool.post("/z", AUTH, "z")).status == 200  # no place was lost
+        await pool.close()
+    assert answers.arrived[2:] == ["a2", "z"]
+
+
 async def test_idle_connections_expire() -> None:
     async with RawServer(answer_each(OK)) as server:
         pool = server.pool(max_connections=2, keepalive_expiry_s=0.05)
@@ -739,6 +842,9 @@ ON_UVLOOP: list[Callable[[], Awaitable[None]]] = [
     test_cancelled_waiters_give_up_their_place,
     test_the_most_recently_used_connection_goes_first,
     test_a_wait_for_a_connection_is_bounded_and_sends_nothing,
+    test_a_lane_holding_nothing_gets_the_next_free_connection,
+    test_a_free_connection_goes_to_the_waiting_lane_holding_fewest,
+    test_expired_and_cancelled_waiters_of_a_lane_are_skipped,
     test_idle_connections_expire,
     test_an_answer_over_the_size_cap_fails_the_request,
     test_idle_connection_closed_by_the_server_is_replaced,

@@ -96,20 +96,23 @@ _Verdict = int | tuple[RejectionReason, str]
 def evaluate_claim(
     answer: ClaimAnswer,
     *,
-    conversion_time: datetime,
+    conversion_time: datetime | int,
     event_name: str,
     trackers: AppNetworkTrackers,
 ) -> ClaimDecision:
     """Decide the attribution of one X answer.
 
-    `conversion_time` must be timezone-aware. `trackers` are the reengagement trackers of
-    the event's app for the answer's network.
+    `conversion_time` is timezone-aware, or epoch milliseconds (an event's own form, so no
+    datetime is made for the many answers with no candidate). `trackers` are the
+    reengagement trackers of the event's app for the answer's network.
     """
     candidates = answer.candidates
     # Rule 1: X claims the conversion only through a non-null attribution node.
     if not candidates:
         return _NOT_CLAIMED
-    conversion_ms = _epoch_ms(conversion_time)
+    conversion_ms = (
+        conversion_time if isinstance(conversion_time, int) else _epoch_ms(conversion_time)
+    )
 
     judged: list[tuple[Candidate, Tracker | None, _Verdict]] = []
     best: tuple[Candidate, Tracker, int] | None = None

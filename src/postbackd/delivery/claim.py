@@ -3,7 +3,7 @@ answer leaves after the attribution rules judged it."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 import orjson
@@ -19,6 +19,8 @@ from postbackd.x.device import DeviceHasher, usable_device_id
 from .model import Attribution, Claim, Delivery
 
 _PLATFORM_OF_NETWORK: Final = {"x_ios": "ios", "x_android": "android"}
+# The rejections of most claims (X claimed nothing, or the only candidate won).
+_NONE_REJECTED: Final = orjson.dumps([])
 
 
 def _integer(value: object) -> int | None:
@@ -69,7 +71,7 @@ def request_params(
         os_type=OS_TYPE_OF_NETWORK[delivery.network],
         hashed_device_id=hasher.hash(raw_id),
         conversion_type=delivery.conversion_type,
-        conversion_time=datetime.fromtimestamp(event.conversion_time_ms / 1000, UTC),
+        conversion_time=event.conversion_time_ms,
         windows=index.claim_windows(delivery.app_id, delivery.network, event.event_name),
         device_ip=event.origination_ip,
         price_micro=_price_micro(data),
@@ -85,7 +87,7 @@ def judge_answer(
     """PRODUCT.md 1, "Attribution of a claim answer", applied to X's 200 answer."""
     decision = evaluate_claim(
         parse_answer(body),
-        conversion_time=datetime.fromtimestamp(event.conversion_time_ms / 1000, UTC),
+        conversion_time=event.conversion_time_ms,
         event_name=event.event_name,
         trackers=index.trackers_of(delivery.app_id, delivery.network),
     )
@@ -103,7 +105,9 @@ def judge_answer(
         engagement_type=winner.engagement_type if winner else None,
         engagement_time=_iso(winner.engagement_time) if winner else None,
         campaign_name=winner.campaign_name if winner else None,
-        rejected=orjson.dumps(
+        rejected=_NONE_REJECTED
+        if not decision.rejected
+        else orjson.dumps(
             [
                 {
                     "source": r.source,

@@ -31,7 +31,13 @@ from postbackd.clock import Clock, SystemClock, now_ms
 from postbackd.errors import NotFound, StoreUnavailable
 from postbackd.event import Event
 from postbackd.logs import RateLimitedLog
-from postbackd.metrics import DELIVERY_OUTCOMES, STATUS_CLASSES, Metrics
+from postbackd.metrics import (
+    CLAIM_OUTCOMES,
+    DELIVERY_OUTCOMES,
+    ENGAGEMENT_TYPES,
+    STATUS_CLASSES,
+    Metrics,
+)
 from postbackd.model import XAccount
 from postbackd.settings import Settings
 from postbackd.store.base import Store
@@ -107,6 +113,9 @@ class Engine:
         self._outcomes = {o: metrics.deliveries.labels(o) for o in DELIVERY_OUTCOMES}
         self._answers = {k: metrics.x_answers.labels(k) for k in ResponseKind}
         self._requests = {c: metrics.x_requests.labels(c) for c in STATUS_CLASSES}
+        # Children looked up once: `labels()` per claim cost more than the increment.
+        self._claims = {o: metrics.claims.labels(o) for o in CLAIM_OUTCOMES}
+        self._attributions = {e: metrics.attributions.labels(e) for e in ENGAGEMENT_TYPES}
         self._warn = RateLimitedLog(log)
         # Every delivery in memory, from load until its new state is committed: the loader
         # skips these ids, so nothing is sent twice by this process.
@@ -385,7 +394,7 @@ class Engine:
                 return
             account = ticket.account
             response = await self._x.send_conversion(
-                params, account.access_token, account.access_token_secret
+                params, account.access_token, account.access_token_secret, lane.account_id
             )
             if not response.sent:
                 # No connection came free in time: X saw nothing, nothing is used up.
@@ -489,10 +498,10 @@ class Engine:
             return
         decision = outcome.decision
         if decision is not None:
-            self._metrics.claims.labels(decision.outcome).inc()
+            self._claims[decision.outcome].inc()
         attribution = outcome.result.attribution
         if attribution is not None:
-            self._metrics.attributions.labels(attribution.engagement_type).inc()
+            self._attributions[attribution.engagement_type].inc()
             self._devices.remember(
                 attribution.app_id, attribution.device_key, d.network, attribution.engagement_time
             )

@@ -49,15 +49,19 @@ class ClaimAnswer:
         return tuple(c for c in (self.twitter, self.tpn) if c is not None)
 
 
+NO_CLAIM: Final = ClaimAnswer(twitter=None, tpn=None)
+
+
 def parse_answer(body: bytes) -> ClaimAnswer:
     """Read X's 200 body; anything unreadable counts as no candidate (PRODUCT.md section 4)."""
     data = _json_object(body).get("data")
     if not isinstance(data, dict):
-        return ClaimAnswer(twitter=None, tpn=None)
-    return ClaimAnswer(
-        twitter=_candidate("twitter", data.get("twitter_attribution"), data),
-        tpn=_candidate("tpn", data.get("tpn_attribution"), data),
-    )
+        return NO_CLAIM
+    twitter = _candidate("twitter", data.get("twitter_attribution"), data)
+    tpn = _candidate("tpn", data.get("tpn_attribution"), data)
+    if twitter is None and tpn is None:
+        return NO_CLAIM  # X's most common answer: one object for all of them
+    return ClaimAnswer(twitter, tpn)
 
 
 def parse_errors(body: bytes) -> tuple[str | None, str | None]:

@@ -123,9 +123,10 @@ class XClient:
         return AccountCheck(ok=False, error=response.describe())
 
     async def send_conversion(
-        self, params: Sequence[tuple[str, str]], token: str, token_secret: str
+        self, params: Sequence[tuple[str, str]], token: str, token_secret: str, lane: str = ""
     ) -> XResponse:
-        """`POST {base}/{version}/conversion_event?<params>` with an empty body (reference)."""
+        """`POST {base}/{version}/conversion_event?<params>` with an empty body (reference).
+        `lane` (the X account) has a fair share of the pool's connections."""
         # One encoding serves both the signature and the wire, so X sees exactly the query
         # that was signed.
         encoded = encode_pairs(params)
@@ -134,4 +135,4 @@ class XClient:
         )
         query = "&".join([f"{k}={v}" for k, v in encoded])
         target = f"{self._conversion_path}?{query}" if query else self._conversion_path
-        return await self._claims.post(target, authorization)
+        return await self._claims.post(target, authorization, lane)

@@ -15,7 +15,7 @@ import itertools
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NamedTuple
 from urllib.parse import urlsplit
 
 SIGNATURE_METHOD: Final = "HMAC-SHA1"
@@ -73,6 +73,16 @@ def _escape_encoded(text: str) -> str:
     return text.replace("%", "%25").replace("=", "%3D").replace("&", "%26")
 
 
+class _Signing(NamedTuple):
+    """What signing with one (token, token secret) needs that is the same on every request:
+    the keyed HMAC, and the oauth parameters other than the nonce and the timestamp, both as
+    pairs and as their part of the header."""
+
+    keyed_mac: hmac.HMAC
+    fixed_pairs: tuple[tuple[str, str], ...]
+    fixed_header: str
+
+
 class OAuth1Signer:
     """Signs requests for one consumer (the partner's app) with any account's token."""
 
@@ -82,7 +92,7 @@ class OAuth1Signer:
         self._consumer_key = percent_encode(consumer_key)
         # Section 3.4.2: the HMAC key is escaped consumer secret & escaped token secret.
         self._consumer_secret = percent_encode(consumer_secret)
-        self._tokens: dict[tuple[str, str], tuple[str, hmac.HMAC]] = {}
+        self._tokens: dict[tuple[str, str], _Signing] = {}
         self._prefixes: dict[tuple[str, str], str] = {}
         # RFC 5849 3.3: a nonce only has to be unique per timestamp and token. A random
         # prefix per signer plus a counter is, and costs no system call per request (one
@@ -121,34 +131,31 @@ class OAuth1Signer:
         timestamp: str | None = None,
     ) -> str:
         """As `authorization`, with names and values already percent-encoded (`encode_pairs`)."""
-        escaped_token, keyed_mac = self._token(token, token_secret)
+        signing = self._token(token, token_secret)
         nonce = next(self._nonces) if nonce is None else percent_encode(nonce)
         timestamp = str(int(time.time())) if timestamp is None else percent_encode(timestamp)
-        oauth = [
+        # Section 3.4.1.3.2: sort the encoded pairs, join as name=value with '&'.
+        pairs = [
+            *encoded_params,
             ("oauth_nonce", nonce),
             ("oauth_timestamp", timestamp),
-            ("oauth_version", OAUTH_VERSION),
-            ("oauth_signature_method", SIGNATURE_METHOD),
-            ("oauth_consumer_key", self._consumer_key),
+            *signing.fixed_pairs,
         ]
-        # oauthlib leaves oauth_token out when the token is empty; so do we, to stay equal.
-        if escaped_token:
-            oauth.append(("oauth_token", escaped_token))
-        # Section 3.4.1.3.2: sort the encoded pairs, join as name=value with '&'.
-        pairs = [*encoded_params, *oauth]
         pairs.sort()
         normalized = "&".join([f"{k}={v}" for k, v in pairs])
         base_string = self._prefix(method, url) + _escape_encoded(normalized)
-        mac = keyed_mac.copy()
+        mac = signing.keyed_mac.copy()
         mac.update(base_string.encode())
         signature = binascii.b2a_base64(mac.digest(), newline=False).decode()
         # Base64 only needs '+', '/' and '=' escaped.
         signature = signature.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
         # Section 3.5.1, in oauthlib's parameter order.
-        oauth.append(("oauth_signature", signature))
-        return "OAuth " + ", ".join([f'{k}="{v}"' for k, v in oauth])
+        return (
+            f'OAuth oauth_nonce="{nonce}", oauth_timestamp="{timestamp}", '
+            f'{signing.fixed_header}, oauth_signature="{signature}"'
+        )
 
-    def _token(self, token: str, token_secret: str) -> tuple[str, hmac.HMAC]:
+    def _token(self, token: str, token_secret: str) -> _Signing:
         key = (token, token_secret)
         cached = self._tokens.get(key)
         if cached is None:
@@ -157,7 +164,16 @@ class OAuth1Signer:
             # A keyed HMAC whose copies skip the key schedule: cheaper than hmac.digest().
             hmac_key = f"{self._consumer_secret}&{percent_encode(token_secret)}".encode()
             keyed_mac = hmac.new(hmac_key, digestmod="sha1")
-            cached = self._tokens[key] = (percent_encode(token), keyed_mac)
+            fixed = [
+                ("oauth_version", OAUTH_VERSION),
+                ("oauth_signature_method", SIGNATURE_METHOD),
+                ("oauth_consumer_key", self._consumer_key),
+            ]
+            # oauthlib leaves oauth_token out when the token is empty; so do we, to stay equal.
+            if token:
+                fixed.append(("oauth_token", percent_encode(token)))
+            header = ", ".join([f'{k}="{v}"' for k, v in fixed])
+            cached = self._tokens[key] = _Signing(keyed_mac, tuple(fixed), header)
         return cached
 
     def _prefix(self, method: str, url: str) -> str:

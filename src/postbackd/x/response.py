@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 from postbackd.x.answer import parse_errors
 
@@ -34,6 +35,8 @@ class ResponseKind(StrEnum):
 
 def classify(status: int) -> ResponseKind:
     """Reference, "Errors"; status 0 means no HTTP answer (timeout or connection error)."""
+    if status == 200:  # nearly every answer: one comparison
+        return ResponseKind.OK
     if 200 <= status < 300:
         return ResponseKind.OK
     if status == 429:
@@ -56,15 +59,12 @@ class RateLimitInfo:
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> RateLimitInfo | None:
         """None when the answer carries none of the three headers in a readable form."""
-        info = cls(
-            limit=_count(headers.get("x-rate-limit-limit")),
-            remaining=_count(headers.get("x-rate-limit-remaining")),
-            reset_epoch_s=_count(headers.get("x-rate-limit-reset")),
-        )
-        return None if info == _NO_RATE_LIMIT else info
-
-
-_NO_RATE_LIMIT = RateLimitInfo(limit=None, remaining=None, reset_epoch_s=None)
+        limit = _count(headers.get("x-rate-limit-limit"))
+        remaining = _count(headers.get("x-rate-limit-remaining"))
+        reset_epoch_s = _count(headers.get("x-rate-limit-reset"))
+        if limit is None and remaining is None and reset_epoch_s is None:
+            return None
+        return cls(limit, remaining, reset_epoch_s)
 
 
 def _count(value: str | None) -> int | None:
@@ -75,6 +75,9 @@ def _count(value: str | None) -> int | None:
     except ValueError:
         return None
     return number if number >= 0 else None
+
+
+_STATUS_CLASSES: Final = {n: f"{n}xx" for n in range(1, 6)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ class XResponse:
         """`2xx` ... `5xx`, or why there was no answer (`timeout`, `connection_error`)."""
         if self.status == 0:
             return (self.failure or NoAnswer.CONNECTION).value
-        return f"{self.status // 100}xx"
+        return _STATUS_CLASSES.get(self.status // 100) or f"{self.status // 100}xx"
 
     def describe(self) -> str:
         """A human reason, e.g. `HTTP 400 INVALID_PARAMETER: ...` or `timeout`."""

@@ -11,6 +11,10 @@ no redirects, proxies, cookies or compression: X's claim call needs none of them
 Limits have timeouts (as in httpx): the pool has a size, a wait timeout for a free
 connection, keep-alive expiry for idle connections, and a cap on the size of an answer.
 
+Places in a full pool are handed out fairly per lane (one lane per X account), not first come
+first served: a few slow accounts with backlogs would otherwise hold every connection and queue
+every other account's request behind theirs (PRODUCT.md section 2, "Isolation").
+
 Every failure comes back as an `XResponse` with status 0, a typed `failure` (`NoAnswer`) and
 a human `error`; cancellation always propagates.
 """
@@ -32,6 +36,8 @@ from postbackd.x.response import NoAnswer, RateLimitInfo, XResponse
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _RATE_LIMIT_PREFIX: Final = b"x-rate-limit-"
 _LENGTH_HEADERS: Final = (b"content-length", b"transfer-encoding")
+# The first letters (lower case) of the headers read; any other header is skipped at once.
+_WANTED_FIRST: Final = frozenset(name[0] for name in (_RATE_LIMIT_PREFIX, *_LENGTH_HEADERS))
 # X's claim answers are a few kilobytes; anything far larger is not one.
 DEFAULT_MAX_ANSWER_BYTES: Final = 1024 * 1024
 # Servers close idle keep-alive connections after a while; reusing one just then fails.
@@ -55,6 +61,13 @@ class _Failed(Exception):
     def __init__(self, failure: _Failure) -> None:
         super().__init__(failure.error)
         self.failure = failure
+
+
+class _Waiter(NamedTuple):
+    """A request waiting for a place; `arrival` orders the waiters of every lane."""
+
+    arrival: int
+    future: asyncio.Future[_Connection | None]
 
 
 def no_answer(started: float, failure: NoAnswer, error: str) -> XResponse:
@@ -83,12 +96,19 @@ class Http1Pool:
     is the caller's own back-pressure). Idle connections older than `keepalive_expiry_s`
     are not reused, and an answer over `max_answer_bytes` fails the request. Build it inside
     the running event loop; `close()` it at the end.
+
+    Each request names its `lane`. When a place comes free and requests wait, it goes to the
+    waiting lane that holds the fewest places (ties: the lane whose first request has waited
+    longest), so a lane holding nothing is served at the next release whatever the others'
+    backlogs; within a lane, requests are served in order.
     """
 
     __slots__ = (
         "_all_closed",
+        "_arrivals",
         "_closed",
         "_connections",
+        "_held",
         "_host",
         "_idle",
         "_keepalive_expiry_s",
@@ -102,7 +122,7 @@ class Http1Pool:
         "_size",
         "_ssl",
         "_timeout_s",
-        "_waiters",
+        "_waiting",
     )
 
     def __init__(
@@ -142,21 +162,32 @@ class Http1Pool:
         self._request_middle = f" HTTP/1.1\r\nHost: {host}\r\nAuthorization: "
         self._request_end = f"\r\nContent-Length: 0\r\nUser-Agent: {user_agent}\r\n\r\n"
         self._idle: list[_Connection] = []  # used as a stack: the warmest connection first
-        self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
         self._size = 0  # places taken: idle connections and requests holding one
+        # Fair handout: the places each lane's requests hold (lanes holding none are absent),
+        # and the requests waiting for one, per lane in order of arrival (lanes with none
+        # are absent, once `_next_waiter` has skipped the cancelled and expired ones).
+        self._held: dict[str, int] = {}
+        self._waiting: dict[str, deque[_Waiter]] = {}
+        self._arrivals = 0  # numbers the waiters, to find the one waiting longest
         self._connections: set[_Connection] = set()
         self._closed = False
         self._all_closed: asyncio.Future[None] | None = None
 
-    async def post(self, target: str, authorization: str) -> XResponse:
-        """`POST target` (path and query, already percent-encoded) with an empty body.
+    async def post(self, target: str, authorization: str, lane: str = "") -> XResponse:
+        """`POST target` (path and query, already percent-encoded) with an empty body, for
+        `lane` (requests that name none share one).
 
         `duration_s` runs from the moment the request has its place in the pool (connecting
         included) to the end of the answer: X's latency, not the pool's queue.
         """
         request = f"POST {target}{self._request_middle}{authorization}{self._request_end}".encode()
         try:
-            conn = await self._acquire()
+            if self._idle:  # a warm idle connection is the common case: taken without a coroutine
+                conn = self._idle_connection()
+                held = self._held
+                held[lane] = held.get(lane, 0) + 1
+            else:
+                conn = await self._acquire(lane)
         except _Failed as failed:
             return no_answer(time.perf_counter(), *failed.failure)
         started = time.perf_counter()
@@ -174,17 +205,17 @@ class Http1Pool:
                 conn = await self._connect(deadline)
                 error = await conn.exchange(request, deadline)
         except _Failed as failed:
-            self._release(None)
+            self._release(None, lane)
             return no_answer(started, *failed.failure)
         except BaseException:
             # Cancelled: the answer may still arrive on this connection and would be read as
             # the next request's, so the connection goes.
             if conn is not None:
                 conn.abort()
-            self._release(None)
+            self._release(None, lane)
             raise
         if error is not None:  # the connection was closed when the request failed
-            self._release(None)
+            self._release(None, lane)
             return no_answer(started, *error)
         response = XResponse(
             status=conn.status,
@@ -193,10 +224,10 @@ class Http1Pool:
             duration_s=time.perf_counter() - started,
         )
         if conn.keep_alive and not conn.closing:
-            self._release(conn)
+            self._release(conn, lane)
         else:  # RFC 9112 section 9.6: "Connection: close" (or HTTP/1.0) ends the connection
             conn.abort()
-            self._release(None)
+            self._release(None, lane)
         return response
 
     async def close(self) -> None:
@@ -208,47 +239,74 @@ class Http1Pool:
             self._all_closed = self._loop.create_future()
             await self._all_closed
 
-    async def _acquire(self) -> _Connection | None:
-        """An idle connection, or None: a place to open a new one. Waits in FIFO order, at
-        most `pool_timeout_s`."""
-        if self._closed:
-            raise _Failed(_CLOSED)
+    async def _acquire(self, lane: str) -> _Connection | None:
+        """An idle connection, or None: a place to open a new one, counted as held by `lane`.
+        Waits for its turn (fair between lanes, in order within one), at most
+        `pool_timeout_s`."""
         if self._idle:
-            conn = self._idle.pop()
-            conn.idle = False
-            if conn.closing:  # closing but not yet reported lost: its place is ours
-                return None
-            if self._loop.time() - conn.idle_since > self._keepalive_expiry_s:
-                conn.abort()  # too long idle: the server may close it as we send
-                return None
-            return conn
-        if self._size < self._max_connections:
+            conn = self._idle_connection()
+        elif self._closed:
+            raise _Failed(_CLOSED)
+        elif self._size < self._max_connections:
             self._size += 1
-            return None
+            conn = None
+        else:
+            return await self._wait(lane)
+        self._held[lane] = self._held.get(lane, 0) + 1
+        return conn
+
+    async def _wait(self, lane: str) -> _Connection | None:
         waiter: asyncio.Future[_Connection | None] = self._loop.create_future()
-        self._waiters.append(waiter)
+        self._arrivals += 1
+        queue = self._waiting.get(lane)
+        if queue is None:
+            queue = self._waiting[lane] = deque()
+        queue.append(_Waiter(self._arrivals, waiter))
         timer = self._loop.call_later(self._pool_timeout_s, self._expire, waiter)
         try:
-            return await waiter
+            return await waiter  # `_release` counted the place as the lane's when it handed it
         except asyncio.CancelledError:
-            # A cancelled waiter stays queued until `_release` skips it. One handed a
+            # A cancelled waiter stays queued until `_next_waiter` skips it. One handed a
             # connection or a place just before its cancellation passes it on.
             if not waiter.cancelled():
-                self._release(waiter.result())
+                self._release(waiter.result(), lane)
             raise
         finally:
             timer.cancel()
 
+    def _idle_connection(self) -> _Connection | None:
+        """The warmest idle connection, or None: its place, to open a new one."""
+        if self._closed:
+            raise _Failed(_CLOSED)
+        conn = self._idle.pop()
+        conn.idle = False
+        if conn.closing:  # closing but not yet reported lost: its place is ours
+            return None
+        if self._loop.time() - conn.idle_since > self._keepalive_expiry_s:
+            conn.abort()  # too long idle: the server may close it as we send
+            return None
+        return conn
+
     def _expire(self, waiter: asyncio.Future[_Connection | None]) -> None:
-        if not waiter.done():  # `_release` skips it from now on
+        if not waiter.done():  # `_next_waiter` skips it from now on
             error = f"no pooled connection came free within {self._pool_timeout_s:g} s"
             waiter.set_exception(_Failed(_Failure(NoAnswer.POOL_TIMEOUT, error)))
 
-    def _release(self, conn: _Connection | None) -> None:
-        """Give a reusable connection, or a place (None), to the first waiter or the pool."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
+    def _release(self, conn: _Connection | None, lane: str | None) -> None:
+        """`lane` (None: no lane, an idle connection lost) gives up a reusable connection, or a
+        place (None), to the next waiter or the pool."""
+        if lane is not None:
+            held = self._held
+            left = held[lane] - 1
+            if left:
+                held[lane] = left
+            else:
+                del held[lane]
+        if self._waiting:
+            waiting = self._next_waiter()
+            if waiting is not None:
+                to, waiter = waiting
+                self._held[to] = self._held.get(to, 0) + 1
                 waiter.set_result(conn)
                 return
         if conn is None:
@@ -257,6 +315,30 @@ class Http1Pool:
             conn.idle = True
             conn.idle_since = self._loop.time()
             self._idle.append(conn)
+
+    def _next_waiter(self) -> tuple[str, asyncio.Future[_Connection | None]] | None:
+        """Takes the first live waiter of the waiting lane that holds the fewest places (ties:
+        the one whose first waiter arrived first); cancelled and expired waiters are dropped,
+        and lanes left with none."""
+        best: deque[_Waiter] | None = None
+        best_lane = ""
+        best_held = best_arrival = 0
+        for lane, queue in list(self._waiting.items()):
+            while queue and queue[0].future.done():
+                queue.popleft()
+            if not queue:
+                del self._waiting[lane]
+                continue
+            held = self._held.get(lane, 0)
+            arrival = queue[0].arrival
+            if best is None or held < best_held or (held == best_held and arrival < best_arrival):
+                best, best_lane, best_held, best_arrival = queue, lane, held, arrival
+        if best is None:
+            return None
+        waiter = best.popleft().future
+        if not best:
+            del self._waiting[best_lane]
+        return best_lane, waiter
 
     async def _connect(self, deadline: float) -> _Connection:
         if self._closed:
@@ -287,7 +369,7 @@ class Http1Pool:
         if conn.idle:  # closed by the server while idle: its place is free again
             conn.idle = False
             self._idle.remove(conn)
-            self._release(None)
+            self._release(None, None)
         done = self._all_closed
         if not self._connections and done is not None and not done.done():
             done.set_result(None)
@@ -429,6 +511,8 @@ class _Connection(asyncio.Protocol):
             raise ValueError("an answer nobody asked for")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if name[0] | 0x20 not in _WANTED_FIRST:  # most headers (Date, Server, ...): one test
+            return
         name = name.lower()
         if name.startswith(_RATE_LIMIT_PREFIX):
             self.rate_headers[name.decode("latin-1")] = value.decode("latin-1")
