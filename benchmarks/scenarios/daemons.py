@@ -34,6 +34,8 @@ CONNECTIONS = 64  # each daemon's x_max_connections, as in scenario 1
 BACKLOG = 5000  # events accepted and not yet answered, over all daemons
 BATCH = 100
 FIRST_CLAIM_S = 120.0
+QUIET_CORES = 0.2
+TRIES = 3
 DRAIN_S = 120.0
 # The embedded store commits with synchronous=NORMAL in WAL mode: nothing committed is lost
 # when the process dies, the last commits may be on a power loss. synchronous_commit=off is
@@ -86,6 +88,12 @@ async def _more_daemons(
             proc.stop()
 
 
+def _foreign_cores(first: _Moment, last: _Moment) -> float:
+    """Cores that processes other than the benchmark's kept busy between two moments."""
+    foreign_s = (last.machine_s - first.machine_s) - (last.own_s - first.own_s)
+    return max(0.0, foreign_s / (last.t_s - first.t_s))
+
+
 def _starter(s: Stack, name: str, settings: dict[str, object]) -> Callable[[int], tuple[Proc, str]]:
     def start(port: int) -> tuple[Proc, str]:
         return start_named_daemon(name, s.work_dir, port, s.x_url, **settings)
@@ -132,11 +140,21 @@ async def _variant(
             await asyncio.sleep(0.1)
         await asyncio.sleep(sizes.warmup_s)
         others = [s.mock, gen]
+        # As in scenario 1: a window during which other work kept more than QUIET_CORES
+        # busy is followed by another of the same steady run (up to TRIES); the quietest
+        # counts.
+        windows: list[tuple[_Moment, _Moment]] = []
         first = await _moment(s, daemons, others, server)
-        await asyncio.sleep(sizes.measure_s)
-        last = await _moment(s, daemons, others, server)
+        for _ in range(TRIES):
+            await asyncio.sleep(sizes.measure_s)
+            last = await _moment(s, daemons, others, server)
+            windows.append((first, last))
+            if _foreign_cores(first, last) <= QUIET_CORES:
+                break
+            first = last
     finally:
         await s.result(gen, None)
+    first, last = min(windows, key=lambda w: _foreign_cores(*w))
     seconds = last.t_s - first.t_s
     claims = last.x_ok - first.x_ok
     if claims <= 0:
@@ -148,11 +166,10 @@ async def _variant(
     assert isinstance(conversions, dict)
     distinct = int(conversions["distinct"])
     answered = await _x_ok(s)
-    foreign_s = (last.machine_s - first.machine_s) - (last.own_s - first.own_s)
     figures = {
         "claims_per_s": claims / seconds,
         "daemon_cpu_us_per_claim": (last.daemons_s - first.daemons_s) / claims * 1e6,
-        "foreign_cores": max(0.0, foreign_s / seconds),
+        "foreign_cores": _foreign_cores(first, last),
         "events_accepted": float(accepted),
         "lost": float(accepted - distinct),
         "duplicates": float(answered - distinct),
@@ -237,11 +254,12 @@ def _notes(f: dict[str, float], counts: Sequence[int], version: str) -> list[str
         f"{f[f'pg_{most}_daemon_cpu_us_per_claim']:.0f} µs and PostgreSQL's from "
         f"{f[f'pg_{one}_postgres_cpu_us_per_claim']:.0f} to "
         f"{f[f'pg_{most}_postgres_cpu_us_per_claim']:.0f} µs",
-        f"projection, not a measurement: one PostgreSQL core at the dearest per-claim cost "
-        f"measured here ({pg_us:.0f} µs) would serve {1e6 / pg_us:,.0f} claims/s; one daemon "
-        f"keeping a core busy delivers {1e6 / daemon_us:,.0f} claims/s at its {daemon_us:.0f} "
-        f"µs per claim, so one PostgreSQL core would keep up with about "
-        f"{daemon_us / pg_us:.1f} such daemon hosts (one daemon process each), as long as "
-        "the database's cost per claim stays flat as daemons are added (compare the line "
-        "above) and nothing else (disk, locks, the network) binds first",
+        f"projection, not a measurement: at the highest PostgreSQL CPU per claim measured "
+        f"here ({pg_us:.0f} µs), one PostgreSQL core serves {1e6 / pg_us:,.0f} claims/s; one "
+        f"daemon keeping a core busy delivers {1e6 / daemon_us:,.0f} claims/s at its "
+        f"{daemon_us:.0f} µs per claim; so one PostgreSQL core keeps up with about "
+        f"{daemon_us / pg_us:.1f} daemon hosts (one daemon process each), and N daemon hosts "
+        f"need about N × {pg_us / daemon_us:.1f} of the database server's cores, as long as "
+        "the database's cost per claim stays flat as daemons are added (the line above) and "
+        "nothing else binds first (the disk, row locks, the network)",
     ]
