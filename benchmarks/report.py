@@ -146,8 +146,8 @@ def _stores_table(o: Outcome) -> list[str]:
     """Scenario 8's variants side by side, one row per store and number of daemons (its
     figures are named STORE_DAEMONS_FIGURE), from the medians."""
     rows = ["| store | daemons | claims/s | daemon CPU µs/claim | PostgreSQL CPU µs/claim "
-            "| foreign cores | lost | duplicates |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+            "| least daemon's share | foreign cores | lost | duplicates |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     variants = dict.fromkeys(name.rsplit("_claims_per_s", 1)[0]
                              for name in o.figures if name.endswith("_claims_per_s"))  # fmt: skip
     for variant in variants:
@@ -155,7 +155,7 @@ def _stores_table(o: Outcome) -> list[str]:
         cells = [
             _number(o.figures[f"{variant}_{name}"]) if f"{variant}_{name}" in o.figures else "–"
             for name in ("claims_per_s", "daemon_cpu_us_per_claim", "postgres_cpu_us_per_claim",
-                         "foreign_cores", "lost", "duplicates")
+                         "least_daemon_share", "foreign_cores", "lost", "duplicates")
         ]  # fmt: skip
         label = "PostgreSQL" if store == "pg" else "SQLite"
         rows.append(f"| {label} | {daemons} | " + " | ".join(cells) + " |")
