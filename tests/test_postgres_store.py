@@ -16,7 +16,7 @@ from factories import account, app
 from pgproc import PASSWORD, PostgresServer, pg_server, pg_url
 from postbackd.delivery.model import Result
 from postbackd.errors import StoreUnavailable
-from postbackd.store.base import LaneRows
+from postbackd.store.base import STORE_ERROR_KINDS, LaneRows
 from postbackd.store.postgres.connect import DatabaseUnreachable
 from postbackd.store.postgres.leases import split_fairly
 from postbackd.store.postgres.migrations import MIGRATIONS, MigrationError, checksum, migrate
@@ -251,13 +251,14 @@ async def test_a_lost_server_is_store_unavailable_until_it_returns(
         await asyncio.to_thread(own_server.stop, "immediate")
         with pytest.raises(StoreUnavailable) as caught:
             await store.accept(accepted_rows(1, "acct", 1_000, first=5), 1_000)
-        assert caught.value.kind == "unreachable"
+        assert caught.value.kind == "io_error"
         assert caught.value.status == 503
         assert not store.healthy
         failed = store.write_results([result(1, "delivered")], 2_000)
         with pytest.raises(StoreUnavailable):
             await failed
-        assert set(errors) == {"unreachable"}
+        assert set(errors) == {"io_error"}
+        assert set(errors) <= set(STORE_ERROR_KINDS)
         await asyncio.to_thread(own_server.start)
         # The pool connects again by itself: the next write succeeds, and nothing of the
         # failed ones was stored.
