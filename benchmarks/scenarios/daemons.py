@@ -36,6 +36,7 @@ BATCH = 100
 FIRST_CLAIM_S = 120.0
 QUIET_CORES = 0.2
 TRIES = 3
+IDLE_S = 3.0
 DRAIN_S = 120.0
 # The embedded store commits with synchronous=NORMAL in WAL mode: nothing committed is lost
 # when the process dies, the last commits may be on a power loss. synchronous_commit=off is
@@ -119,6 +120,13 @@ async def _variant(
     server: PostgresServer | None,
 ) -> dict[str, float]:
     await s.x_reset()
+    # What the daemons and PostgreSQL spend with no event at all (polling for due work,
+    # renewing nothing, the version check): a cost per second, not per claim, which the
+    # per-claim figures below include.
+    idle = await _moment(s, daemons, [s.mock], server)
+    await asyncio.sleep(IDLE_S)
+    idle_end = await _moment(s, daemons, [s.mock], server)
+    idle_s = idle_end.t_s - idle.t_s
     gen = s.client(
         "loadgen",
         "loadgen",
@@ -178,8 +186,10 @@ async def _variant(
     }
     if len(apis) > 1:
         figures["least_daemon_share"] = min(delivered) / max(sum(delivered), 1.0)
+    figures["daemons_idle_cores"] = (idle_end.daemons_s - idle.daemons_s) / idle_s
     if server is not None:
         figures["postgres_cpu_us_per_claim"] = (last.postgres_s - first.postgres_s) / claims * 1e6
+        figures["postgres_idle_cores"] = (idle_end.postgres_s - idle.postgres_s) / idle_s
     return figures
 
 
@@ -243,6 +253,9 @@ def _notes(f: dict[str, float], counts: Sequence[int], version: str) -> list[str
     # The dearest per-claim database cost measured: the projection errs on the safe side.
     pg_us = max(f[f"pg_{n}_postgres_cpu_us_per_claim"] for n in counts)
     daemon_us = f[f"pg_{one}_daemon_cpu_us_per_claim"]
+    idle_us = {
+        n: f[f"pg_{n}_postgres_idle_cores"] * 1e6 / f[f"pg_{n}_claims_per_s"] for n in counts
+    }
     return [
         f"{version}, started for this scenario with fsync on and synchronous_commit off, the "
         "durability of the embedded store's WAL with synchronous=NORMAL",
@@ -259,6 +272,9 @@ def _notes(f: dict[str, float], counts: Sequence[int], version: str) -> list[str
         f"{f[f'pg_{most}_daemon_cpu_us_per_claim']:.0f} µs and PostgreSQL's from "
         f"{f[f'pg_{one}_postgres_cpu_us_per_claim']:.0f} to "
         f"{f[f'pg_{most}_postgres_cpu_us_per_claim']:.0f} µs",
+        "of PostgreSQL's CPU per claim, the part it spends idle (postgres_idle_cores, before "
+        "the load), spread over the claims/s: "
+        + ", ".join(f"{n} daemon(s) {us:.0f} µs" for n, us in idle_us.items()),
         f"projection, not a measurement: at the highest PostgreSQL CPU per claim measured "
         f"here ({pg_us:.0f} µs), one PostgreSQL core serves {1e6 / pg_us:,.0f} claims/s; one "
         f"daemon keeping a core busy delivers {1e6 / daemon_us:,.0f} claims/s at its "
