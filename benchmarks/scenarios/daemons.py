@@ -252,6 +252,7 @@ def _notes(f: dict[str, float], counts: Sequence[int], version: str) -> list[str
     one, most = counts[0], counts[-1]
     # The dearest per-claim database cost measured: the projection errs on the safe side.
     pg_us = max(f[f"pg_{n}_postgres_cpu_us_per_claim"] for n in counts)
+    pg_low_us = min(f[f"pg_{n}_postgres_cpu_us_per_claim"] for n in counts)
     daemon_us = f[f"pg_{one}_daemon_cpu_us_per_claim"]
     idle_us = {
         n: f[f"pg_{n}_postgres_idle_cores"] * 1e6 / f[f"pg_{n}_claims_per_s"] for n in counts
@@ -282,5 +283,7 @@ def _notes(f: dict[str, float], counts: Sequence[int], version: str) -> list[str
         f"{daemon_us / pg_us:.1f} daemon hosts (one daemon process each), and N daemon hosts "
         f"need about N × {pg_us / daemon_us:.1f} of the database server's cores, as long as "
         "the database's cost per claim stays flat as daemons are added (the line above) and "
-        "nothing else binds first (the disk, row locks, the network)",
+        "nothing else binds first (the disk, row locks, the network); at the lowest "
+        f"PostgreSQL CPU per claim measured ({pg_low_us:.0f} µs), about "
+        f"{daemon_us / pg_low_us:.1f} daemon hosts per PostgreSQL core",
     ]
