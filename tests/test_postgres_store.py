@@ -17,6 +17,7 @@ from pgproc import PASSWORD, PostgresServer, pg_server, pg_url
 from postbackd.delivery.model import Result
 from postbackd.errors import StoreUnavailable
 from postbackd.store.base import STORE_ERROR_KINDS, LaneRows
+from postbackd.store.postgres import DEFAULT_LEASE_S, BadDatabaseUrl, own_parameters
 from postbackd.store.postgres.connect import DatabaseUnreachable
 from postbackd.store.postgres.leases import split_fairly
 from postbackd.store.postgres.migrations import MIGRATIONS, MigrationError, checksum, migrate
@@ -300,3 +301,15 @@ async def test_configuration_notices_resume_after_the_server_returns(
     finally:
         await a.close()
         await b.close()
+
+
+def test_lease_s_is_taken_off_the_url_and_checked() -> None:
+    given = DatabaseUrl.parse(f"postgresql://u:{PASSWORD}@db:5432/pb?lease_s=12&sslmode=disable")
+    database, lease_s = own_parameters(given)
+    assert lease_s == 12.0
+    assert database.url == f"postgresql://u:{PASSWORD}@db:5432/pb?sslmode=disable"
+    assert own_parameters(DatabaseUrl.parse("postgresql://db/pb"))[1] == DEFAULT_LEASE_S
+    for bad in ("0.5", "soon", "nan"):
+        with pytest.raises(BadDatabaseUrl, match="database_url: lease_s") as caught:
+            own_parameters(DatabaseUrl.parse(f"postgresql://u:{PASSWORD}@db/pb?lease_s={bad}"))
+        assert PASSWORD not in str(caught.value)
