@@ -48,7 +48,10 @@ _POLL_S = 0.05
 
 class Generator:
     def __init__(self, args: argparse.Namespace, session: aiohttp.ClientSession) -> None:
-        self.url = f"{args.url}/track/json"
+        self.url = f"{args.url.split(',')[0]}/track/json"
+        # Several daemons (scenario 8): each batch goes to the next one in turn. The soak,
+        # which journals and resends its calls, has one daemon.
+        self._urls = itertools.cycle(f"{url}/track/json" for url in args.url.split(","))
         self._app = args.app
         self._names = itertools.cycle(args.events.split(","))
         self._run = args.run
@@ -73,7 +76,7 @@ class Generator:
         first, body = self.numbered_batch(size)
         self.sent += size
         sent_s = time.monotonic()
-        async with self.session.post(self.url, data=body, headers=_NDJSON) as answer:
+        async with self.session.post(next(self._urls), data=body, headers=_NDJSON) as answer:
             result = await answer.json()
         if answer.status != 202:
             raise RuntimeError(f"ingest answered {answer.status}: {str(result)[:300]}")
@@ -252,7 +255,11 @@ async def main(
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=("closed", "rate", "burst", "soak"))
-    parser.add_argument("--url", required=True, help="the daemon's base URL")
+    parser.add_argument(
+        "--url",
+        required=True,
+        help="the daemon's base URL, or several, comma-separated: batches take turns (not soak)",
+    )
     parser.add_argument("--mock", help="the simulated X's base URL (closed mode)")
     parser.add_argument("--app", required=True, help="kochava_app_id of the events")
     parser.add_argument(

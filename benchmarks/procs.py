@@ -114,15 +114,23 @@ def start_mock(
 
 def start_daemon(work_dir: Path, port: int, x_url: str, **settings: object) -> tuple[Proc, str]:
     """`postbackd serve`, configured through POSTBACKD_* variables."""
-    data_dir = work_dir / "data"
+    return start_named_daemon("daemon", work_dir, port, x_url, **settings)
+
+
+def start_named_daemon(
+    name: str, work_dir: Path, port: int, x_url: str, **settings: object
+) -> tuple[Proc, str]:
+    """`postbackd serve` named `name` (its log, its data dir): several daemons on one
+    database each have their own; the first, "daemon", keeps the data dir `data`."""
+    data_dir = work_dir / ("data" if name == "daemon" else f"{name}-data")
     env = workload.environment(
         POSTBACKD_LISTEN=f"127.0.0.1:{port}",
         POSTBACKD_DATA_DIR=str(data_dir),
         POSTBACKD_X_API_URL=x_url,
         POSTBACKD_LOG_LEVEL="warning",
-        **{f"POSTBACKD_{name.upper()}": str(value) for name, value in settings.items()},
+        **{f"POSTBACKD_{key.upper()}": str(value) for key, value in settings.items()},
     )
-    proc = Proc("daemon", _python("-m", "postbackd", "serve"), env, work_dir / "daemon.log")
+    proc = Proc(name, _python("-m", "postbackd", "serve"), env, work_dir / f"{name}.log")
     return proc, f"http://127.0.0.1:{port}"
 
 

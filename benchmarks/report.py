@@ -17,7 +17,7 @@ from benchmarks.outcome import Outcome
 
 _LIBRARIES = (
     "postbackd", "aiohttp", "uvloop", "orjson", "oauthlib", "yarl", "multidict",
-    "prometheus-client", "aiosqlite", "matplotlib",
+    "prometheus-client", "aiosqlite", "asyncpg", "matplotlib",
 )  # fmt: skip
 
 
@@ -125,6 +125,8 @@ def markdown(outcomes: Sequence[Outcome], meta: dict[str, object]) -> str:
         out += [f"- {note}" for note in o.notes]
         if o.notes:
             out.append("")
+        if o.number == 8 and not o.error:
+            out += _stores_table(o)
         if o.runs:
             names = list(o.figures)
             out.append(
@@ -138,6 +140,26 @@ def markdown(outcomes: Sequence[Outcome], meta: dict[str, object]) -> str:
                 out.append(f"| {name} | {_number(o.figures[name])} | {values} |")
             out.append("")
     return "\n".join(out)
+
+
+def _stores_table(o: Outcome) -> list[str]:
+    """Scenario 8's variants side by side, one row per store and number of daemons (its
+    figures are named STORE_DAEMONS_FIGURE), from the medians."""
+    rows = ["| store | daemons | claims/s | daemon CPU µs/claim | PostgreSQL CPU µs/claim "
+            "| least daemon's share | foreign cores | lost | duplicates |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    variants = dict.fromkeys(name.rsplit("_claims_per_s", 1)[0]
+                             for name in o.figures if name.endswith("_claims_per_s"))  # fmt: skip
+    for variant in variants:
+        store, daemons = variant.split("_")
+        cells = [
+            _number(o.figures[f"{variant}_{name}"]) if f"{variant}_{name}" in o.figures else "–"
+            for name in ("claims_per_s", "daemon_cpu_us_per_claim", "postgres_cpu_us_per_claim",
+                         "least_daemon_share", "foreign_cores", "lost", "duplicates")
+        ]  # fmt: skip
+        label = "PostgreSQL" if store == "pg" else "SQLite"
+        rows.append(f"| {label} | {daemons} | " + " | ".join(cells) + " |")
+    return [*rows, ""]
 
 
 def chart(outcomes: Sequence[Outcome], path: Path) -> bool:

@@ -1,6 +1,6 @@
 """Run the load benchmarks: the simulated X, the daemon and a load generator as separate
-processes on loopback, seven scenarios (the seventh, a long soak, only when chosen), and a
-report.
+processes on loopback, eight scenarios (the seventh, a long soak, and the eighth, many
+daemons on one PostgreSQL, only when chosen), and a report.
 
     python -m benchmarks.run [--quick] [--scenarios 1,2,...] [--out DIR] [--repeat N]
 
@@ -24,7 +24,16 @@ from pathlib import Path
 from benchmarks import report
 from benchmarks.context import FULL, QUICK, Context
 from benchmarks.outcome import Outcome
-from benchmarks.scenarios import accounts, backlog, ingest, latency, outage, soak, throughput
+from benchmarks.scenarios import (
+    accounts,
+    backlog,
+    daemons,
+    ingest,
+    latency,
+    outage,
+    soak,
+    throughput,
+)
 
 Scenario = Callable[[Context], Awaitable[Outcome]]
 SCENARIOS: dict[int, tuple[str, Scenario]] = {
@@ -35,6 +44,7 @@ SCENARIOS: dict[int, tuple[str, Scenario]] = {
     5: ("ingest", ingest.run),
     6: ("backlog", backlog.run),
     7: ("soak", soak.run),
+    8: ("many daemons", daemons.run),
 }
 # These measure against scenario 1's claims/s: it runs first when they are chosen.
 _NEED_S1 = {2, 3, 4, 5}
@@ -50,7 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         default="1,2,3,4,5,6",
-        help="comma-separated numbers (default: 1 to 6; 7, the soak, takes 30 minutes)",
+        help=(
+            "comma-separated numbers (default: 1 to 6; 7, the soak, takes 30 minutes; 8, many "
+            "daemons on one PostgreSQL, needs PostgreSQL's server installed)"
+        ),
     )
     parser.add_argument("--out", type=Path, help="report directory")
     parser.add_argument("--repeat", type=int, help="runs per scenario (default 3, quick 1)")
