@@ -19,6 +19,7 @@ from postbackd.fields import Form
 from postbackd.index import Index
 from postbackd.model import App, Campaign, Entity, Postback, Segment, Tracker, XAccount
 from postbackd.store import config as store
+from postbackd.store.base import Change, Op
 from postbackd.store.sealing import Sealer, seal_stored_tokens
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class Catalog:
         kind.form.check_names(data)
         async with self._lock:
             index = self.index
-            changes: list[store.Change] = []
+            changes: list[Change] = []
             if kind.cls is Tracker and "segment_id" not in data:
                 data, changes = self._segment_on_the_fly(data, index)
                 index = _with(index, changes)
@@ -171,7 +172,7 @@ class Catalog:
                 authenticated_at=ids.now_iso() if ok else account.authenticated_at,
                 last_auth_error=None if ok else error,
             )
-            changes: list[store.Change] = [("update", updated)]
+            changes: list[Change] = [("update", updated)]
             await store.apply(self._conn, changes, self._sealer)
             self._swap(_with(self.index, changes))
         return updated
@@ -180,8 +181,8 @@ class Catalog:
         self,
         kind: Kind,
         entity: Entity,
-        changes: list[store.Change],
-        op: store.Op,
+        changes: list[Change],
+        op: Op,
         index: Index,
     ) -> Saved:
         *changes, (_, entity) = _in_creation_order([*changes, (op, entity)], self.index)
@@ -204,7 +205,7 @@ class Catalog:
 
     def _segment_on_the_fly(
         self, data: Mapping[str, object], index: Index
-    ) -> tuple[dict[str, object], list[store.Change]]:
+    ) -> tuple[dict[str, object], list[Change]]:
         """Seed: "Select the desired Campaign & Segment, or create new ones"."""
         form = rules.TRACKER
         campaign_name = form.text("campaign_name").read_optional(data)
@@ -216,7 +217,7 @@ class Catalog:
             )
         app_id = form.text("app_id").read(data)
         segment_name = form.text("segment_name").read_optional(data) or "Default"
-        changes: list[store.Change] = []
+        changes: list[Change] = []
         campaign = next(
             (c for c in index.campaigns.values()
              if c.app_id == app_id and c.name.lower() == campaign_name.lower()),
@@ -241,10 +242,10 @@ class Catalog:
         rest = {k: v for k, v in data.items() if k not in ("campaign_name", "segment_name")}
         return {**rest, "segment_id": segment.id}, changes
 
-    def _delete_changes(self, entity: Entity) -> list[store.Change]:
+    def _delete_changes(self, entity: Entity) -> list[Change]:
         index = self.index
         users: list[str] = []
-        extra: list[store.Change] = []
+        extra: list[Change] = []
         if isinstance(entity, App):
             users = [c.id for c in index.campaigns.values() if c.app_id == entity.id]
             users += [p.id for p in index.postbacks.values() if p.app_id == entity.id]
@@ -273,7 +274,7 @@ def _credentials(account: XAccount) -> tuple[str, str, str | None]:
     return account.access_token, account.access_token_secret, account.authenticated_at
 
 
-def _bundle_followers(existing: Entity, entity: Entity, index: Index) -> list[store.Change]:
+def _bundle_followers(existing: Entity, entity: Entity, index: Index) -> list[Change]:
     """The trackers and postbacks of an app whose bundle id follows the app's, carried to
     its new value in the same transaction (PRODUCT.md 1: a tracker's `bundle_id` and a
     postback's `x_app_id` taken from the app "follow the app's when it changes").
@@ -287,7 +288,7 @@ def _bundle_followers(existing: Entity, entity: Entity, index: Index) -> list[st
     old, new = existing.bundle_id, entity.bundle_id
     if old is None or new is None or old == new:
         return []
-    changes: list[store.Change] = [
+    changes: list[Change] = [
         ("update", dataclasses.replace(t, bundle_id=new))
         for t in index.trackers.values()
         if t.app_id == entity.id and t.bundle_id == old
@@ -308,7 +309,7 @@ def _later_ms(iso: str) -> str:
     return ids.iso_ms(int(moment.timestamp() * 1000) + 1)
 
 
-def _in_creation_order(changes: list[store.Change], index: Index) -> list[store.Change]:
+def _in_creation_order(changes: list[Change], index: Index) -> list[Change]:
     """The inserts with a `created_at` later than that of every object of their kind.
 
     Configuration lists are ordered by (`created_at`, `id`) and page with a cursor on that
@@ -317,7 +318,7 @@ def _in_creation_order(changes: list[store.Change], index: Index) -> list[store.
     millisecond twice: then the new object takes the next millisecond.
     """
     latest: dict[type[Entity], str] = {}
-    out: list[store.Change] = []
+    out: list[Change] = []
     for op, entity in changes:
         if op == "insert":
             cls = type(entity)
@@ -331,7 +332,7 @@ def _in_creation_order(changes: list[store.Change], index: Index) -> list[store.
     return out
 
 
-def _with(index: Index, changes: list[store.Change]) -> Index:
+def _with(index: Index, changes: list[Change]) -> Index:
     """A new index with the changes applied (creation order kept)."""
     tables: dict[type[Entity], dict[str, Entity]] = {
         cls: dict(getattr(index, attr)) for cls, attr in _INDEX_ATTR.items()

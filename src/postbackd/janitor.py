@@ -24,7 +24,7 @@ from postbackd.logs import RateLimitedLog
 from postbackd.metrics import RETENTION_KINDS as KINDS
 from postbackd.metrics import Metrics
 from postbackd.store import retention
-from postbackd.store.retention import Deleted
+from postbackd.store.base import Deleted
 from postbackd.store.writer import Writer
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from cryptography.fernet import Fernet
 
 from postbackd.errors import PostbackdError
+from postbackd.store.url import DatabaseUrl, redact_url
 from postbackd.stream.config import StreamConfig
 
 ENV_PREFIX = "POSTBACKD_"
@@ -47,9 +48,16 @@ Parse = Callable[[Any], Any]
 
 
 def _meta(
-    help: str, parse: Parse | None = None, *, metavar: str | None = None, secret: bool = False
+    help: str,
+    parse: Parse | None = None,
+    *,
+    metavar: str | None = None,
+    secret: bool = False,
+    shown: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
-    return {"help": help, "parse": parse, "metavar": metavar, "secret": secret}
+    """`shown`: how a secret setting's value appears in the start-up log (its parts that
+    are no secret); without it, a secret that is set shows as ***."""
+    return {"help": help, "parse": parse, "metavar": metavar, "secret": secret, "shown": shown}
 
 
 def _split_host_port(value: str) -> tuple[str, int]:
@@ -126,6 +134,14 @@ def _event_stream_url(value: str) -> str:
     return value
 
 
+def _database_url(value: str) -> str:
+    try:
+        DatabaseUrl.parse(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    return value
+
+
 def _choice(*choices: str) -> Parse:
     def parse(value: str) -> str:
         if value.lower() not in choices:
@@ -165,6 +181,19 @@ class Settings:
         default=Path("./postbackd-data"),
         metadata=_meta(
             "directory of the SQLite database and the generated API token", metavar="DIR"
+        ),
+    )
+    database_url: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_meta(
+            "where the state is kept: unset or sqlite: for the embedded store in data_dir; "
+            "postgresql://USER:PASSWORD@HOST:5432/DB for a database many daemons share",
+            _database_url,
+            metavar="URL",
+            # It may hold the database's password: the log shows the URL without it.
+            secret=True,
+            shown=redact_url,
         ),
     )
     x_api_url: str = field(
@@ -355,6 +384,11 @@ class Settings:
         return tuple(self.secret_key.split(",")) if self.secret_key else ()
 
     @property
+    def database(self) -> DatabaseUrl:
+        """`database_url` parsed (checked when the settings were loaded)."""
+        return DatabaseUrl.parse(self.database_url)
+
+    @property
     def event_stream(self) -> StreamConfig | None:
         """`event_stream_url` parsed (checked when the settings were loaded); None when unset."""
         return StreamConfig.from_url(self.event_stream_url) if self.event_stream_url else None
@@ -439,7 +473,8 @@ def redacted(settings: Settings) -> dict[str, str]:
         if value is None or value == "":
             out[f.name] = "unset"
         elif f.metadata["secret"]:
-            out[f.name] = "***"
+            shown = f.metadata["shown"]
+            out[f.name] = "***" if shown is None else shown(str(value))
         elif isinstance(value, float):
             out[f.name] = f"{value:g}"
         else:

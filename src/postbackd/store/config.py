@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import aiosqlite
 import orjson
 
 from postbackd.index import Index
 from postbackd.model import App, Campaign, Entity, Postback, Segment, Tracker, XAccount
+from postbackd.store.base import Change
 from postbackd.store.sealing import SEALED_COLUMNS, Sealer
 
 TABLES: Final[dict[type[Entity], str]] = {
@@ -24,9 +25,6 @@ TABLES: Final[dict[type[Entity], str]] = {
 }
 # Parents before children, so that inserts and deletes respect the foreign keys.
 _LOAD_ORDER: Final = (App, XAccount, Campaign, Segment, Tracker, Postback)
-
-Op = Literal["insert", "update", "delete"]
-Change = tuple[Op, Entity]
 
 
 def _columns(cls: type[Entity]) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import orjson
 
 from postbackd.delivery.model import NewDelivery, Result
 from postbackd.event import Event
+from postbackd.store.base import LaneRead, LaneRows
 
 # SQLite's bound-parameter limit is 32766 on current builds; stay well below it.
 _CHUNK: Final = 900
@@ -74,10 +75,6 @@ def insert_events(
             next_id += 1
     conn.executemany(_INSERT_DELIVERY, rows)
     return len(rows)
-
-
-LaneRead = tuple[str, tuple[int, int], int]  # (lane, cursor, most rows)
-LaneRows = tuple[str, list[tuple[Any, ...]], int | None]  # (lane, rows, next due or None)
 
 
 def load_lanes(

@@ -9,25 +9,14 @@ ready delivery of any age keeps its event.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from typing import Final
 
 from postbackd.delivery.model import CANCELLABLE
+from postbackd.store.base import Deleted
 
 # Rows looked at per transaction: short enough that ingest never waits long for a commit.
 BATCH: Final = 500
 _NOT_FINAL: Final = "(" + ", ".join(f"'{s}'" for s in CANCELLABLE) + ")"
-
-
-@dataclass(frozen=True, slots=True)
-class Deleted:
-    events: int = 0
-    deliveries: int = 0
-    claims: int = 0
-    attributions: int = 0
-    devices: int = 0
-    # Where the next batch starts (an id); None when nothing older is left to look at.
-    next_after: int | None = None
 
 
 def delete_events(conn: sqlite3.Connection, cutoff_ms: int, after_id: int) -> Deleted:
