@@ -1,0 +1,167 @@
+"""Leasing due work among daemons (PRODUCT.md 5): no coordinator, only row locks and leases.
+
+A daemon leases a batch of due deliveries per lane with `FOR UPDATE SKIP LOCKED`: rows
+another daemon is leasing at that instant are skipped, not waited for, and each row leased
+gets this daemon as `lease_owner` until `lease_expires_ms`. A leased row is not handed to
+anyone else until its lease runs out; the holder renews its leases well within that time,
+and a result (or a release) ends the lease. A daemon that dies (kill -9, a lost host) stops
+renewing: once its leases run out, its deliveries are due again for the others. Nothing is
+lost; what it had in flight may reach X twice (at-least-once, PRODUCT.md 2).
+
+Fairness (PRODUCT.md 2, "Isolation", across daemons): each lane (X account) is read on its
+own, with its own limit (the loader's share for that lane), in one statement for all lanes
+(a LATERAL read per lane), and the batch's total is split evenly among the lanes asking:
+one lane's backlog of any size never fills another's share.
+
+Lease times are the daemons' wall clocks (as due times are): the hosts' clocks are kept in
+step (NTP), and a lease lasts far longer than any skew between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Final
+
+from postbackd.store.base import DeliveryRow, LaneRead, LaneRows
+
+from .rows import PENDING, affected
+
+if TYPE_CHECKING:
+    from .migrations import Conn
+
+
+# Statements per lease_due at most: the first splits the batch evenly, the next ones hand
+# what lanes with less due work left to the others.
+ROUNDS: Final = 3
+
+
+def _free(now: str) -> str:
+    """A row free to lease at `now`: nobody holds it, or its holder's lease ran out."""
+    return f"(d.lease_expires_ms IS NULL OR d.lease_expires_ms <= {now})"
+
+
+_LEASE: Final = f"""
+WITH wanted AS (
+    SELECT lane, n FROM unnest($1::text[], $2::int[]) AS w(lane, n)
+), picked AS (
+    SELECT p.id FROM wanted w CROSS JOIN LATERAL (
+        SELECT d.id FROM deliveries d
+        WHERE d.lane = w.lane AND d.{PENDING} AND d.due_ms <= $3 AND {_free("$3")}
+        ORDER BY d.due_ms, d.id
+        LIMIT w.n
+        FOR UPDATE OF d SKIP LOCKED
+    ) p
+)
+UPDATE deliveries d SET lease_owner = $4, lease_expires_ms = $3::bigint + $5::bigint
+FROM picked, events e
+WHERE d.id = picked.id AND e.event_id = d.event_id
+RETURNING d.id, d.event_id, d.postback_id, d.app_id, d.network, d.event_name, d.x_app_id,
+    d.conversion_type, d.x_account_id, d.retry_attempts, d.attempts, d.first_due_ms,
+    d.due_ms, d.lane, e.body
+"""
+
+# When a lane that gave fewer rows than asked has work again: its earliest free pending
+# row, or the earliest lease in it to run out (a dead daemon's rows come back then). One
+# index seek each (deliveries_lane, deliveries_lease_expiry).
+_NEXT: Final = f"""
+SELECT w.lane, LEAST(
+    (SELECT d.due_ms FROM deliveries d
+     WHERE d.lane = w.lane AND d.{PENDING} AND {_free("$2")}
+     ORDER BY d.due_ms, d.id LIMIT 1),
+    (SELECT d.lease_expires_ms FROM deliveries d
+     WHERE d.lane = w.lane AND d.lease_owner IS NOT NULL AND d.lease_expires_ms > $2
+     ORDER BY d.lease_expires_ms LIMIT 1)
+) FROM unnest($1::text[]) AS w(lane)
+"""
+
+
+def split_fairly(limits: Sequence[int], total: int) -> list[int]:
+    """Each lane's limit cut so that they add up to `total` at most, evenly: a lane that
+    asks for less than an even share keeps what it asked for, and what it leaves goes to
+    the others (water-filling); a remainder goes one row each to the first lanes."""
+    out = [0] * len(limits)
+    left = total
+    waiting = sorted((n, i) for i, n in enumerate(limits) if n > 0)
+    while waiting:
+        share = left // len(waiting)
+        n, i = waiting[0]
+        if n <= share:
+            out[i] = n
+            left -= n
+            waiting.pop(0)
+            continue
+        extra = left - share * len(waiting)
+        for k, i in enumerate(sorted(i for _, i in waiting)):
+            out[i] = share + (1 if k < extra else 0)
+        break
+    return out
+
+
+async def lease_due(
+    conn: Conn,
+    owner: str,
+    reads: Sequence[LaneRead],
+    now_ms: int,
+    max_rows: int,
+    lease_ms: int,
+) -> list[LaneRows]:
+    """Lease each lane's due deliveries (the cursor of `reads` is not used: a shared
+    store hands out the earliest free rows, which may lie before it: a dead daemon's, or
+    ones another daemon released or accepted meanwhile).
+
+    The batch is split evenly among the lanes; what a lane with less due work leaves goes
+    to the others in a further round (at most ROUNDS statements in all)."""
+    wanted = {lane: n for lane, _, n in reads if n > 0}
+    found: dict[str, list[DeliveryRow]] = {lane: [] for lane in wanted}
+    exhausted: set[str] = set()  # gave fewer rows than its cut: nothing more due now
+    left = max_rows
+    for _ in range(ROUNDS):
+        open_lanes = [ln for ln in wanted if ln not in exhausted and len(found[ln]) < wanted[ln]]
+        cuts = split_fairly([wanted[ln] - len(found[ln]) for ln in open_lanes], left)
+        asked = [(ln, n) for ln, n in zip(open_lanes, cuts, strict=True) if n > 0]
+        if not asked:
+            break
+        records = await conn.fetch(
+            _LEASE, [a[0] for a in asked], [a[1] for a in asked], now_ms, owner, lease_ms
+        )
+        got: dict[str, int] = {}
+        for record in records:
+            found[record["lane"]].append(tuple(record))
+            got[record["lane"]] = got.get(record["lane"], 0) + 1
+        left -= len(records)
+        exhausted.update(ln for ln, n in asked if got.get(ln, 0) < n)
+    next_due: dict[str, int | None] = {}
+    if exhausted:
+        for lane, due in await conn.fetch(_NEXT, sorted(exhausted), now_ms):
+            next_due[lane] = None if due is None else int(due)
+    out: list[LaneRows] = []
+    for lane in wanted:
+        rows = sorted(found[lane], key=lambda r: (r[12], r[0]))
+        out.append((lane, rows, next_due[lane] if lane in exhausted else now_ms))
+    return out
+
+
+async def renew(conn: Conn, owner: str, now_ms: int, lease_ms: int) -> int:
+    """Extend every lease `owner` holds; how many."""
+    status = await conn.execute(
+        "UPDATE deliveries SET lease_expires_ms = $2::bigint + $3::bigint WHERE lease_owner = $1",
+        owner, now_ms, lease_ms,
+    )  # fmt: skip
+    return affected(status)
+
+
+async def release(conn: Conn, owner: str, ids: Collection[int] | None) -> int:
+    """Give back `owner`'s leases (of `ids`, or all): due again for any daemon at once."""
+    if ids is None:
+        status = await conn.execute(
+            "UPDATE deliveries SET lease_owner = NULL, lease_expires_ms = NULL"
+            " WHERE lease_owner = $1",
+            owner,
+        )
+    else:
+        status = await conn.execute(
+            "UPDATE deliveries SET lease_owner = NULL, lease_expires_ms = NULL"
+            " WHERE lease_owner = $1 AND id = ANY($2::bigint[])",
+            owner, sorted(ids),
+        )  # fmt: skip
+    return affected(status)

@@ -1,0 +1,269 @@
+"""The PostgreSQL store's own rules, against a real PostgreSQL 15 (tests/pgproc.py): its
+migrations, a database that cannot be reached, leases shared by daemons, fairness per lane,
+a server lost and back, and configuration notices. What both stores share is in the store
+contract tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from factories import account, app
+from pgproc import PASSWORD, PostgresServer, pg_server, pg_url
+from postbackd.delivery.model import Result
+from postbackd.errors import StoreUnavailable
+from postbackd.store.base import LaneRows
+from postbackd.store.postgres.connect import DatabaseUnreachable
+from postbackd.store.postgres.leases import split_fairly
+from postbackd.store.postgres.migrations import MIGRATIONS, MigrationError, checksum, migrate
+from postbackd.store.postgres.store import PostgresStore
+from postbackd.store.url import DatabaseUrl
+from redisproc import free_port
+from storekit import delivery, event
+
+__all__ = ["pg_server", "pg_url"]  # fixtures
+
+RELEASED = {
+    1: "ce6341a58d4f2bdd8ae9505c7aa778687cc3f4b357f4368c07388afb029367b1",
+}
+
+LEASE_S = 5.0
+
+
+def test_released_migrations_never_change() -> None:
+    for version, expected in RELEASED.items():
+        assert checksum(MIGRATIONS[version - 1]) == expected, (
+            f"PostgreSQL migration {version} was released and must not change: append one"
+        )
+    assert len(MIGRATIONS) == len(RELEASED), "a new migration needs its checksum in RELEASED"
+
+
+@pytest.fixture
+async def stores(pg_url: str) -> AsyncIterator[Callable[..., Any]]:
+    """Opens PostgresStores on the test's database (each one a daemon); closes them all."""
+    opened: list[PostgresStore] = []
+
+    async def open_store(**kw: Any) -> PostgresStore:
+        store = PostgresStore(DatabaseUrl.parse(pg_url), lease_s=LEASE_S, **kw)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        await store.close()
+
+
+async def test_migrations_apply_once_and_refuse_an_edited_one(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await migrate(conn) == len(MIGRATIONS)
+        assert await migrate(conn) == len(MIGRATIONS)  # nothing left to do
+        rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        assert [(r[0], r[1]) for r in rows] == [
+            (v, checksum(s)) for v, s in enumerate(MIGRATIONS, start=1)
+        ]
+        await conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
+        with pytest.raises(MigrationError, match=r"migration 1 .* differs"):
+            await migrate(conn)
+        await conn.execute(
+            "UPDATE schema_migrations SET checksum = $1 WHERE version = 1",
+            checksum(MIGRATIONS[0]),
+        )
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, checksum) VALUES ($1, 'later')",
+            len(MIGRATIONS) + 1,
+        )
+        with pytest.raises(MigrationError, match="newer than this postbackd"):
+            await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def test_daemons_starting_together_migrate_once(pg_url: str) -> None:
+    connections = [await asyncpg.connect(pg_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(migrate(c) for c in connections))
+        count = await connections[0].fetchval("SELECT COUNT(*) FROM schema_migrations")
+        assert count == len(MIGRATIONS)
+    finally:
+        for c in connections:
+            await c.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql://postbackd:{pw}@127.0.0.1:{free}/postbackd", "connect"),
+        ("postgresql://postbackd:wrong-{pw}@127.0.0.1:{port}/postgres", "password"),
+        ("postgresql://postbackd:{pw}@127.0.0.1:{port}/no_such_database", "does not exist"),
+    ],
+)
+async def test_an_unreachable_database_is_one_line_without_the_password(
+    pg_server: PostgresServer, url: str, reason: str
+) -> None:
+    given = url.format(pw=PASSWORD, free=free_port(), port=pg_server.port)
+    store = PostgresStore(DatabaseUrl.parse(given))
+    with pytest.raises(DatabaseUnreachable) as caught:
+        await store.open()
+    message = str(caught.value)
+    assert "cannot reach the database postgresql://postbackd:***@127.0.0.1:" in message
+    assert "database_url" in message
+    assert reason in message.lower()
+    assert PASSWORD not in message
+    assert "\n" not in message
+    await store.close()
+
+
+def accepted_rows(n: int, lane: str, due_ms: int, first: int = 0) -> list[Any]:
+    return [(event(first + i), [delivery(lane, due_ms)]) for i in range(n)]
+
+
+def ids_of(found: list[LaneRows]) -> dict[str, list[int]]:
+    return {lane: [r[0] for r in rows] for lane, rows, _ in found}
+
+
+async def test_accept_stores_each_event_once(stores: Callable[..., Any]) -> None:
+    a, b = await stores(), await stores()
+    batch = accepted_rows(3, "acct", 1_000)
+    fresh = await a.accept([*batch, batch[0]], 1_000)
+    assert fresh == [True, True, True, False]
+    # The same events through another daemon: duplicates, stored once.
+    assert await b.accept(batch, 2_000) == [False, False, False]
+    assert await a.count_by_state(1_000) == {"held": 0, "dead": 0, "scheduled": 0, "ready": 3}
+
+
+async def test_a_lease_keeps_a_delivery_from_other_daemons_until_it_runs_out(
+    stores: Callable[..., Any],
+) -> None:
+    a, b = await stores(), await stores()
+    await a.accept(accepted_rows(10, "acct", 1_000), 1_000)
+    now = 2_000
+    first = ids_of(await a.lease_due([("acct", (0, 0), 4)], now, 100))["acct"]
+    assert len(first) == 4
+    rest = ids_of(await b.lease_due([("acct", (0, 0), 100)], now, 100))["acct"]
+    assert sorted(rest) == sorted(set(range(1, 11)) - set(first))
+    # Everything is leased: nothing for anyone, until a lease runs out.
+    assert ids_of(await b.lease_due([("acct", (0, 0), 100)], now, 100)) == {"acct": []}
+    # a renews; b does not: only b's leases run out.
+    await a.renew_leases(now + 4_000)
+    later = now + int(LEASE_S * 1000) + 1
+    taken = ids_of(await a.lease_due([("acct", (0, 0), 100)], later, 100))["acct"]
+    assert sorted(taken) == sorted(rest)
+    # A result ends the lease; a release gives the delivery back at once.
+    await a.write_results([result(first[0], "delivered")], later)
+    await a.release_leases([first[1]])
+    again = ids_of(await b.lease_due([("acct", (0, 0), 100)], later, 100))["acct"]
+    assert again == [first[1]]
+
+
+async def test_the_next_due_time_of_a_lane_includes_when_a_lease_runs_out(
+    stores: Callable[..., Any],
+) -> None:
+    a, b = await stores(), await stores()
+    await a.accept(accepted_rows(2, "acct", 1_000), 1_000)
+    await a.accept(accepted_rows(1, "acct", 50_000, first=10), 1_000)
+    await a.lease_due([("acct", (0, 0), 100)], 2_000, 100)
+    ((_, rows, next_due),) = await b.lease_due([("acct", (0, 0), 100)], 2_000, 100)
+    assert rows == []
+    assert next_due == 2_000 + int(LEASE_S * 1000)  # a's leases, before the row due at 50 s
+
+
+async def test_each_lane_gets_its_share_of_a_batch(stores: Callable[..., Any]) -> None:
+    a = await stores()
+    await a.accept(accepted_rows(300, "big", 1_000), 1_000)
+    await a.accept(accepted_rows(5, "small", 1_000, first=1_000), 1_000)
+    await a.accept(accepted_rows(40, "mid", 1_000, first=2_000), 1_000)
+    reads = [("big", (0, 0), 300), ("small", (0, 0), 300), ("mid", (0, 0), 300)]
+    found = {lane: len(rows) for lane, rows, _ in await a.lease_due(reads, 2_000, 100)}
+    assert found == {"big": 55, "small": 5, "mid": 40}
+
+
+def test_split_fairly() -> None:
+    assert split_fairly([300, 5, 40], 100) == [55, 5, 40]
+    assert split_fairly([10, 10, 10], 100) == [10, 10, 10]
+    assert split_fairly([50, 50, 50], 100) == [34, 33, 33]
+    assert split_fairly([0, 7], 3) == [0, 3]
+    assert sum(split_fairly([1000] * 7, 100)) == 100
+
+
+def result(delivery_id: int, state: str, **kw: Any) -> Result:
+    values: dict[str, Any] = {
+        "delivery_id": delivery_id,
+        "state": state,
+        "reason": None,
+        "attempts": 1,
+        "due_ms": 0,
+        "account_id": "acct",
+        "last_status": 200,
+        "last_error": None,
+    } | kw
+    return Result(**values)
+
+
+async def test_a_configuration_change_reaches_the_other_daemon(
+    stores: Callable[..., Any],
+) -> None:
+    a, b = await stores(), await stores()
+    await b.load_index()
+    seen: asyncio.Queue[int] = asyncio.Queue()
+    b.watch_config(seen.put_nowait)
+    mine: list[int] = []
+    a.watch_config(mine.append)
+    await asyncio.sleep(0.2)  # b listening
+    version = await a.apply([("insert", app()), ("insert", account())])
+    assert await asyncio.wait_for(seen.get(), timeout=10) == version
+    assert (await b.load_index()).apps.keys() == {app().id}
+    assert mine == []  # a made it: no notice to itself
+
+
+@pytest.fixture
+def own_server() -> Iterator[PostgresServer]:
+    """A server of this test's own, to stop and start again."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+        server.stop("immediate")
+    finally:
+        server.remove()
+
+
+async def test_a_lost_server_is_store_unavailable_until_it_returns(
+    own_server: PostgresServer,
+) -> None:
+    url = await own_server.create_database()
+    errors: list[str] = []
+    store = PostgresStore(DatabaseUrl.parse(url), on_error=errors.append)
+    await store.open()
+    try:
+        await store.accept(accepted_rows(2, "acct", 1_000), 1_000)
+        assert store.healthy
+        await asyncio.to_thread(own_server.stop, "immediate")
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.accept(accepted_rows(1, "acct", 1_000, first=5), 1_000)
+        assert caught.value.kind == "unreachable"
+        assert caught.value.status == 503
+        assert not store.healthy
+        failed = store.write_results([result(1, "delivered")], 2_000)
+        with pytest.raises(StoreUnavailable):
+            await failed
+        assert set(errors) == {"unreachable"}
+        await asyncio.to_thread(own_server.start)
+        # The pool connects again by itself: the next write succeeds, and nothing of the
+        # failed ones was stored.
+        for _ in range(100):
+            try:
+                assert await store.accept(accepted_rows(1, "acct", 1_000, first=5), 1_000) == [True]
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.1)
+        assert store.healthy
+        counts = await store.count_by_state(1_000)
+        assert counts["ready"] == 3
+    finally:
+        await store.close()
