@@ -16,8 +16,7 @@ from postbackd.daemon import Daemon
 from postbackd.mockx.app import start_mock
 from postbackd.mockx.config import MockAccount, MockConfig
 from postbackd.settings import Settings
-from postbackd.store.writer import Writer
-from storekit import migrated
+from postbackd.store.embedded import EmbeddedStore
 
 CONSUMER_KEY = "test-consumer-key"
 CONSUMER_SECRET = "test-consumer-secret-0001"
@@ -97,12 +96,12 @@ class Api:
 
 
 @pytest.fixture
-async def store_writer(tmp_path: Path) -> AsyncIterator[Writer]:
-    """The store's writer on a real, migrated SQLite file of the test's own."""
-    writer = Writer(await migrated(tmp_path))
-    await writer.open()
-    yield writer
-    await writer.close()
+async def embedded_store(tmp_path: Path) -> AsyncIterator[EmbeddedStore]:
+    """The embedded store, opened on a real SQLite file of the test's own."""
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    yield store
+    await store.close()
 
 
 @dataclass

@@ -28,11 +28,14 @@ CONFIG_KINDS = ("apps", "x-accounts", "campaigns", "trackers", "postbacks")
 
 
 async def run_backup(
-    *args: str, cwd: Path, env_data_dir: str | None = None
+    *args: str, cwd: Path, env_data_dir: str | None = None, database_url: str | None = None
 ) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "POSTBACKD_DATA_DIR"}
+    unset = ("POSTBACKD_DATA_DIR", "POSTBACKD_DATABASE_URL")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     if env_data_dir is not None:
         env["POSTBACKD_DATA_DIR"] = env_data_dir
+    if database_url is not None:
+        env["POSTBACKD_DATABASE_URL"] = database_url
     proc = await asyncio.create_subprocess_exec(
         POSTBACKD, "backup", *args, cwd=cwd, env=env,
         stdin=asyncio.subprocess.DEVNULL,
@@ -175,6 +178,23 @@ def make_database(path: Path, rows: int) -> None:
             "INSERT INTO t (b) VALUES (?)", ((os.urandom(40).hex(),) for _ in range(rows))
         )
     conn.close()
+
+
+async def test_a_postgresql_database_is_not_backed_up_as_a_file(tmp_path: Path) -> None:
+    make_database(tmp_path / "data" / DB_NAME, 10)  # a stale embedded store beside it
+    url = "postgresql://postbackd:pw-Secret-42@db.internal:5432/pb"
+    code, out, err = await run_backup("copy.sqlite3", "--data-dir", "data", cwd=tmp_path,
+                                      database_url=url)  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err == (
+        "postbackd: error: backup copies the embedded SQLite store, and POSTBACKD_DATABASE_URL "
+        "names a PostgreSQL database (postgresql://postbackd:***@db.internal:5432/pb): back "
+        "that up with PostgreSQL's own tools (pg_dump, or a base backup)\n"
+    )
+    assert not (tmp_path / "copy.sqlite3").exists()
+    code, _, err = await run_backup("copy.sqlite3", "--data-dir", "data", cwd=tmp_path,
+                                    database_url="sqlite:")  # fmt: skip
+    assert code == 0, err
 
 
 async def test_refusals_name_the_cause_and_exit_2(tmp_path: Path) -> None:

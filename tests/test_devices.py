@@ -6,18 +6,13 @@ once it is older than `attribution_retention_days`, none, with or without a rest
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from postbackd.delivery.devices import DeviceNetworks
 from postbackd.delivery.model import Attribution, Result
-from postbackd.store import deliveries as sql
-from postbackd.store.reader import Reader
-from postbackd.store.writer import Writer
-from storekit import migrated
+from postbackd.store.embedded import EmbeddedStore
 
 APP = "kogame"
 EARLY = "2026-11-20T08:00:00.000Z"
@@ -39,13 +34,8 @@ class Clock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[tuple[Writer, Reader]]:
-    path = await migrated(tmp_path)
-    writer, reader = Writer(path), Reader(path)
-    await writer.open()
-    yield writer, reader
-    await writer.close()
-    await reader.close()
+def store(embedded_store: EmbeddedStore) -> EmbeddedStore:
+    return embedded_store
 
 
 def attributed(delivery_id: int, network: str, engagement_time: str) -> Result:
@@ -57,70 +47,66 @@ def attributed(delivery_id: int, network: str, engagement_time: str) -> Result:
 
 
 async def test_the_store_keeps_the_latest_engagement_not_the_last_written(
-    store: tuple[Writer, Reader],
+    store: EmbeddedStore,
 ) -> None:
-    writer, reader = store
-    await writer.submit(lambda c: sql.write_results(c, [attributed(1, "x_ios", LATE)], 10))
+    await store.write_results([attributed(1, "x_ios", LATE)], 10)
     # An answer about an earlier engagement, arriving later: it does not replace the latest.
-    await writer.submit(lambda c: sql.write_results(c, [attributed(2, "x_android", EARLY)], 20))
-    assert await reader.call(sql.device_attributions, APP, ["dev-1"]) == {
-        "dev-1": ("x_ios", LATE, 10)
-    }
+    await store.write_results([attributed(2, "x_android", EARLY)], 20)
+    assert await store.device_attributions(APP, ["dev-1"]) == {"dev-1": ("x_ios", LATE, 10)}
     # Both answers are kept as attributions (the history), only the device state ignores it.
-    count = await writer.call(lambda c: c.execute("SELECT COUNT(*) FROM attributions").fetchone())
+    count = await store.writer.call(
+        lambda c: c.execute("SELECT COUNT(*) FROM attributions").fetchone()
+    )
     assert count == (2,)
 
 
-async def test_the_cache_keeps_the_latest_engagement(store: tuple[Writer, Reader]) -> None:
-    _, reader = store
-    devices = DeviceNetworks(reader, KEEP_MS)
+async def test_the_cache_keeps_the_latest_engagement(store: EmbeddedStore) -> None:
+    devices = DeviceNetworks(store, KEEP_MS)
     devices.remember(APP, "dev-1", "x_ios", LATE)
     devices.remember(APP, "dev-1", "x_android", EARLY)
     assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": "x_ios"}
 
 
-class SlowReader:
-    """A reader whose answer is held until released: a store read that overlaps an answer."""
+class SlowStore:
+    """A store whose answer is held until released: a store read that overlaps an answer."""
 
     def __init__(self, answer: dict[str, tuple[str, str, int]]) -> None:
         self.answer = answer
         self.reading = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def call(self, fn: Any, *args: Any) -> Any:
+    async def device_attributions(self, *args: Any) -> Any:
         self.reading.set()
         await self.release.wait()
         return self.answer
 
 
 async def test_a_lookup_that_overlaps_an_attribution_does_not_erase_it() -> None:
-    reader = SlowReader({})  # the store has no attribution yet when it is read
-    devices = DeviceNetworks(reader, KEEP_MS)  # type: ignore[arg-type]
+    slow = SlowStore({})  # the store has no attribution yet when it is read
+    devices = DeviceNetworks(slow, KEEP_MS)  # type: ignore[arg-type]
     lookup = asyncio.create_task(devices.lookup(APP, ["dev-1"]))
-    await reader.reading.wait()
+    await slow.reading.wait()
     devices.remember(APP, "dev-1", "x_ios", LATE)  # X's answer arrives meanwhile
-    reader.release.set()
+    slow.release.set()
     await lookup
     # The next event of the device must see the attribution, not a cached "none".
     assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": "x_ios"}
 
 
 async def test_devices_without_attribution_are_cached_as_none(
-    store: tuple[Writer, Reader],
+    store: EmbeddedStore,
 ) -> None:
-    _, reader = store
-    devices = DeviceNetworks(reader, KEEP_MS)
+    devices = DeviceNetworks(store, KEEP_MS)
     assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": None}
-    await reader.close()  # the answer now comes from the cache alone
+    await store.close()  # the answer now comes from the cache alone
     assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": None}
 
 
 async def test_an_attribution_older_than_the_retention_is_none_in_the_cache(
-    store: tuple[Writer, Reader],
+    store: EmbeddedStore,
 ) -> None:
-    _, reader = store
     clock = Clock()
-    devices = DeviceNetworks(reader, KEEP_MS, clock=clock)
+    devices = DeviceNetworks(store, KEEP_MS, clock=clock)
     devices.remember(APP, "dev-1", "x_ios", LATE)
     clock.now_ms += KEEP_MS  # the last millisecond it is kept
     assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": "x_ios"}
@@ -131,13 +117,12 @@ async def test_an_attribution_older_than_the_retention_is_none_in_the_cache(
 
 
 async def test_an_aged_attribution_the_janitor_has_not_deleted_yet_is_none(
-    store: tuple[Writer, Reader],
+    store: EmbeddedStore,
 ) -> None:
-    writer, reader = store
     clock = Clock()
     recorded_ms = NOW_MS - KEEP_MS - 1
-    await writer.submit(lambda c: sql.write_results(c, [attributed(1, "x_ios", LATE)], recorded_ms))
-    devices = DeviceNetworks(reader, KEEP_MS, clock=clock)
+    await store.write_results([attributed(1, "x_ios", LATE)], recorded_ms)
+    devices = DeviceNetworks(store, KEEP_MS, clock=clock)
     assert await devices.lookup(APP, ["dev-1"]) == {"dev-1": None}
     # A newer attribution of the device counts again.
     devices.remember(APP, "dev-1", "x_android", "2026-11-22T08:00:00.000Z")

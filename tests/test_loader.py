@@ -9,15 +9,15 @@ import pytest
 
 from postbackd.delivery.loader import MIN_SHARE, Loader
 from postbackd.delivery.model import Delivery
-from postbackd.store.writer import Writer
+from postbackd.store.embedded import EmbeddedStore
 from storekit import delivery, insert
 
 NOW_MS = 10_000
 
 
 @pytest.fixture
-def writer(store_writer: Writer) -> Writer:
-    return store_writer
+def store(embedded_store: EmbeddedStore) -> EmbeddedStore:
+    return embedded_store
 
 
 class Taken:
@@ -50,14 +50,16 @@ async def run_until(loader: Loader, done: object, timeout_s: float = 5.0) -> Non
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_a_huge_backlog_does_not_keep_another_lane_from_loading(writer: Writer) -> None:
+async def test_a_huge_backlog_does_not_keep_another_lane_from_loading(store: EmbeddedStore) -> None:
     # Lane "slow" has 5,000 due deliveries, all due before lane "fast"'s 5: a single window
     # filled in due order would hold only "slow"'s.
     backlog = [(n, delivery("slow", 100 + n)) for n in range(5_000)]
-    await insert(writer, backlog, first_id=1)
-    await insert(writer, [(10_000 + n, delivery("fast", 9_000)) for n in range(5)], first_id=9_001)
+    await insert(store.writer, backlog, first_id=1)
+    await insert(
+        store.writer, [(10_000 + n, delivery("fast", 9_000)) for n in range(5)], first_id=9_001
+    )
     taken = Taken()
-    loader = Loader(writer, taken, lambda: NOW_MS, capacity=1_000)
+    loader = Loader(store, taken, lambda: NOW_MS, capacity=1_000)
     await run_until(loader, lambda: len(taken.of("fast")) == 5)
     assert taken.of("fast") == [9_001, 9_002, 9_003, 9_004, 9_005]
     # Memory stays bounded: the backlog filled its share only (half of the capacity).
@@ -65,10 +67,10 @@ async def test_a_huge_backlog_does_not_keep_another_lane_from_loading(writer: Wr
     assert taken.of("slow") == list(range(1, len(taken.of("slow")) + 1))  # in due order
 
 
-async def test_a_lane_is_read_again_once_its_deliveries_leave_memory(writer: Writer) -> None:
-    await insert(writer, [(n, delivery("a", 100 + n)) for n in range(300)], first_id=1)
+async def test_a_lane_is_read_again_once_its_deliveries_leave_memory(store: EmbeddedStore) -> None:
+    await insert(store.writer, [(n, delivery("a", 100 + n)) for n in range(300)], first_id=1)
     taken = Taken()
-    loader = Loader(writer, taken, lambda: NOW_MS, capacity=MIN_SHARE * 2)
+    loader = Loader(store, taken, lambda: NOW_MS, capacity=MIN_SHARE * 2)
     await run_until(loader, lambda: len(taken.deliveries) >= MIN_SHARE)
     first = len(taken.deliveries)
     assert first <= MIN_SHARE * 2
@@ -85,11 +87,13 @@ async def test_a_lane_is_read_again_once_its_deliveries_leave_memory(writer: Wri
     assert taken.deliveries[first].id == first + 1  # the next in due order
 
 
-async def test_future_rows_wait_until_due_and_rewind_finds_late_commits(writer: Writer) -> None:
+async def test_future_rows_wait_until_due_and_rewind_finds_late_commits(
+    store: EmbeddedStore,
+) -> None:
     now = [NOW_MS]
-    await insert(writer, [(1, delivery("a", NOW_MS + 500, state="scheduled"))], first_id=1)
+    await insert(store.writer, [(1, delivery("a", NOW_MS + 500, state="scheduled"))], first_id=1)
     taken = Taken()
-    loader = Loader(writer, taken, lambda: now[0], capacity=1_000)
+    loader = Loader(store, taken, lambda: now[0], capacity=1_000)
     task = asyncio.create_task(loader.run())
     try:
         await asyncio.sleep(0.2)
@@ -99,7 +103,7 @@ async def test_future_rows_wait_until_due_and_rewind_finds_late_commits(writer: 
         assert [d.id for d in taken.deliveries] == [1]
         # A row committed with a due time before the lane's position (accepted while the
         # position moved on): the rewind brings it.
-        await insert(writer, [(2, delivery("a", NOW_MS))], first_id=2)
+        await insert(store.writer, [(2, delivery("a", NOW_MS))], first_id=2)
         taken.arrived.clear()
         loader.rewind("a", NOW_MS)
         await asyncio.wait_for(taken.arrived.wait(), 3)
@@ -109,9 +113,9 @@ async def test_future_rows_wait_until_due_and_rewind_finds_late_commits(writer: 
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_lanes_with_pending_rows_are_found_at_start(writer: Writer) -> None:
-    await insert(writer, [(n, delivery(f"acct-{n % 7}", 100)) for n in range(70)], first_id=1)
+async def test_lanes_with_pending_rows_are_found_at_start(store: EmbeddedStore) -> None:
+    await insert(store.writer, [(n, delivery(f"acct-{n % 7}", 100)) for n in range(70)], first_id=1)
     taken = Taken()
-    loader = Loader(writer, taken, lambda: NOW_MS)
+    loader = Loader(store, taken, lambda: NOW_MS)
     await run_until(loader, lambda: len(taken.deliveries) == 70)
     assert {d.lane for d in taken.deliveries} == {f"acct-{n}" for n in range(7)}

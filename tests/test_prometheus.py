@@ -43,7 +43,7 @@ from postbackd.janitor import Janitor
 from postbackd.metrics import Metrics
 from postbackd.mockx.app import start_mock
 from postbackd.mockx.config import MockAccount
-from postbackd.store.db import DB_NAME
+from postbackd.store.embedded import EmbeddedStore
 from postbackd.store.writer import Writer
 from procs import OTHER_ACCOUNT
 from redisproc import RedisServer
@@ -278,9 +278,9 @@ def disk_full(conn: sqlite3.Connection) -> None:
 
 async def sweep_everything_final(daemon: Daemon) -> None:
     """The daemon's janitor as it would sweep once every finished event has aged out."""
-    data_dir = daemon.settings.data_dir
+    assert daemon.store is not None
     janitor = Janitor(
-        daemon_writer(daemon), data_dir / DB_NAME, daemon.metrics, event_retention_s=0.001,
+        daemon.store, daemon.metrics, event_retention_s=0.001,
         attribution_retention_s=0.001, now_ms=lambda: int(time.time() * 1000) + 1000,
     )  # fmt: skip
     deleted = await janitor.sweep()
@@ -288,9 +288,9 @@ async def sweep_everything_final(daemon: Daemon) -> None:
 
 
 def daemon_writer(daemon: Daemon) -> Writer:
-    writer = daemon._writer
-    assert writer is not None
-    return writer
+    store = daemon.store
+    assert isinstance(store, EmbeddedStore)
+    return store.writer
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 
 from conftest import Running, seed_config
+from postbackd.store.embedded import EmbeddedStore
 from test_delivery import event, ingest, settled
 
 
@@ -17,9 +18,10 @@ async def test_results_answer_while_a_commit_is_in_progress(running: Running) ->
     seeded = await seed_config(api)
     await ingest(api, [event(seeded["app"]["id"], n) for n in range(3)])
     await settled(api, 3)
-    writer = running.daemon._writer
+    store = running.daemon.store
     engine = running.daemon.engine
-    assert writer is not None and engine is not None
+    assert isinstance(store, EmbeddedStore) and engine is not None
+    writer = store.writer
     release = threading.Event()
 
     def long_commit(conn: sqlite3.Connection) -> None:

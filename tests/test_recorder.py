@@ -10,13 +10,13 @@ import pytest
 
 from postbackd.delivery.model import Delivery, Result
 from postbackd.delivery.recorder import Batch, Recorder
-from postbackd.store.writer import Writer
+from postbackd.store.embedded import EmbeddedStore
 from storekit import delivery, insert
 
 
 @pytest.fixture
-def writer(store_writer: Writer) -> Writer:
-    return store_writer
+def store(embedded_store: EmbeddedStore) -> EmbeddedStore:
+    return embedded_store
 
 
 def loaded(n: int) -> Delivery:
@@ -32,12 +32,13 @@ def states(conn: sqlite3.Connection) -> dict[int, str]:
     return dict(conn.execute("SELECT id, state FROM deliveries"))
 
 
-async def test_results_wait_for_the_store_and_are_written_when_it_can(writer: Writer) -> None:
-    await insert(writer, [(n, delivery("a", 100)) for n in range(1, 4)], first_id=1)
+async def test_results_wait_for_the_store_and_are_written_when_it_can(store: EmbeddedStore) -> None:
+    await insert(store.writer, [(n, delivery("a", 100)) for n in range(1, 4)], first_id=1)
     written: list[Batch] = []
     lost: list[Batch] = []
-    recorder = Recorder(writer, lambda: 5_000, written.append, lost.append, retry_s=0.05)
+    recorder = Recorder(store, lambda: 5_000, written.append, lost.append, retry_s=0.05)
     full = [True]
+    writer = store.writer
     original = writer.submit
 
     def submit(job: object) -> asyncio.Future[object]:
@@ -63,13 +64,13 @@ async def test_results_wait_for_the_store_and_are_written_when_it_can(writer: Wr
             await asyncio.sleep(0.01)
     assert [d.id for batch in written for d, _ in batch] == [1, 2, 3]
     assert recorder.unwritten == 0
-    assert await writer.call(states) == {1: "delivered", 2: "delivered", 3: "delivered"}
+    assert await store.writer.call(states) == {1: "delivered", 2: "delivered", 3: "delivered"}
 
 
-async def test_drain_writes_what_is_gathered(writer: Writer) -> None:
-    await insert(writer, [(1, delivery("a", 100))], first_id=1)
+async def test_drain_writes_what_is_gathered(store: EmbeddedStore) -> None:
+    await insert(store.writer, [(1, delivery("a", 100))], first_id=1)
     written: list[Batch] = []
-    recorder = Recorder(writer, lambda: 5_000, written.append, lambda _: None)
+    recorder = Recorder(store, lambda: 5_000, written.append, lambda _: None)
     recorder.add(loaded(1), delivered(1))
     assert await recorder.drain(2.0) == 0
-    assert written and await writer.call(states) == {1: "delivered"}
+    assert written and await store.writer.call(states) == {1: "delivered"}

@@ -13,11 +13,10 @@ import pytest
 
 from conftest import ACCOUNT_ID, Api, seed_config
 from postbackd.delivery.model import Attribution, Claim, Result
-from postbackd.janitor import Janitor, store_bytes
+from postbackd.janitor import Janitor
 from postbackd.metrics import Metrics
 from postbackd.settings import Settings, SettingsError
-from postbackd.store import deliveries as sql
-from postbackd.store.writer import Writer
+from postbackd.store.embedded import EmbeddedStore, store_bytes
 from procs import client, mock_patch, start_daemon, start_mock, wait_for
 from storekit import delivery, insert
 from test_delivery import FAST_RETRY, deliveries, event, ingest, settled
@@ -26,8 +25,8 @@ DAY_MS = 86_400_000
 
 
 @pytest.fixture
-def writer(store_writer: Writer) -> Writer:
-    return store_writer
+def store(embedded_store: EmbeddedStore) -> EmbeddedStore:
+    return embedded_store
 
 
 def claim(n: int) -> Claim:
@@ -44,14 +43,15 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
 
 
-def janitor(writer: Writer, path: Path, now_ms: int, metrics: Metrics | None = None) -> Janitor:
-    return Janitor(writer, path, metrics or Metrics(), event_retention_s=30 * 86_400,
+def janitor(store: EmbeddedStore, now_ms: int, metrics: Metrics | None = None) -> Janitor:
+    return Janitor(store, metrics or Metrics(), event_retention_s=30 * 86_400,
                    attribution_retention_s=400 * 86_400, now_ms=lambda: now_ms)  # fmt: skip
 
 
 async def test_old_final_events_go_and_unfinished_ones_of_any_age_stay(
-    writer: Writer, tmp_path: Path
+    store: EmbeddedStore,
 ) -> None:
+    writer = store.writer
     old, young = 1_000, 100 * DAY_MS
     now = 100 * DAY_MS + 1_000
     # 1,200 old delivered events (more than one batch), their claims; old events whose
@@ -66,9 +66,9 @@ async def test_old_final_events_go_and_unfinished_ones_of_any_age_stay(
     # Delivery i is event i - 1's.
     results = [Result(i, "delivered", None, 1, old, "a", 200, None, claim(i - 1))
                for i in range(1, 1_201)]  # fmt: skip
-    await writer.submit(lambda conn: sql.write_results(conn, results, old))
+    await store.write_results(results, old)
     metrics = Metrics()
-    deleted = await janitor(writer, tmp_path / "postbackd.sqlite3", now, metrics).sweep()
+    deleted = await janitor(store, now, metrics).sweep()
     assert (deleted.events, deleted.deliveries, deleted.claims) == (1_200, 1_200, 1_200)
     left = await writer.call(counts)
     assert left["events"] == 3 + 5 and left["deliveries"] == 3 + 5 and left["claims"] == 0
@@ -78,37 +78,38 @@ async def test_old_final_events_go_and_unfinished_ones_of_any_age_stay(
     assert states == ["delivered"] * 5 + ["held", "ready", "scheduled"]
     assert metrics.retention_deleted.labels("events")._value.get() == 1_200
     # A second sweep finds nothing more.
-    again = await janitor(writer, tmp_path / "postbackd.sqlite3", now).sweep()
+    again = await janitor(store, now).sweep()
     assert again.events == 0
 
 
 async def test_attributions_and_device_state_have_their_own_retention(
-    writer: Writer, tmp_path: Path
+    store: EmbeddedStore,
 ) -> None:
+    writer = store.writer
     recorded = 1_000
     await insert(writer, [(n, delivery("a", recorded)) for n in range(3)], first_id=1)
     results = [Result(n + 1, "delivered", None, 1, recorded, "a", 200, None, claim(n),
                       attribution(n)) for n in range(3)]  # fmt: skip
-    await writer.submit(lambda conn: sql.write_results(conn, results, recorded))
+    await store.write_results(results, recorded)
     # 31 days later: events go (30 days), attributions stay (400 days).
-    deleted = await janitor(writer, tmp_path / "x", recorded + 31 * DAY_MS).sweep()
+    deleted = await janitor(store, recorded + 31 * DAY_MS).sweep()
     assert deleted.events == 3 and deleted.attributions == 0
     assert (await writer.call(counts))["devices"] == 3
-    deleted = await janitor(writer, tmp_path / "x", recorded + 401 * DAY_MS).sweep()
+    deleted = await janitor(store, recorded + 401 * DAY_MS).sweep()
     assert (deleted.attributions, deleted.devices) == (3, 3)
 
 
-async def test_space_goes_back_to_the_file_system(writer: Writer, tmp_path: Path) -> None:
-    path = tmp_path / "postbackd.sqlite3"
+async def test_space_goes_back_to_the_file_system(store: EmbeddedStore) -> None:
+    writer = store.writer
     rows = [(n, delivery("a", 1_000, state="delivered")) for n in range(3_000)]
     await insert(writer, rows, first_id=1)
     await writer.call(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
     before = (await writer.call(lambda c: c.execute("PRAGMA page_count").fetchone()))[0]
-    await janitor(writer, path, 40 * DAY_MS).sweep()
+    await janitor(store, 40 * DAY_MS).sweep()
     after = (await writer.call(lambda c: c.execute("PRAGMA page_count").fetchone()))[0]
     free = (await writer.call(lambda c: c.execute("PRAGMA freelist_count").fetchone()))[0]
     assert after < before / 2 and free == 0
-    assert store_bytes(path) > 0
+    assert await store.size_bytes() == store_bytes(store.path) > 0
 
 
 @pytest.mark.parametrize(

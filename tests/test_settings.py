@@ -340,3 +340,49 @@ def test_a_settings_file_with_secrets_readable_by_others_is_named(tmp_path: Path
     plain = write_toml(tmp_path, 'listen = "127.0.0.1:1"\n')
     os.chmod(plain, 0o644)
     assert exposed_secrets_warning(plain) is None
+
+
+def test_database_url_chooses_the_store() -> None:
+    assert Settings.load(environ={}).database.kind == "sqlite"
+    for given in ("", "sqlite:"):
+        assert Settings.load(environ={"POSTBACKD_DATABASE_URL": given}).database.kind == "sqlite"
+    for scheme in ("postgresql", "postgres"):
+        url = f"{scheme}://postbackd:{SECRET}@db.internal:5432/postbackd"
+        database = Settings.load(environ={"POSTBACKD_DATABASE_URL": url}).database
+        assert (database.kind, database.url, database.password) == ("postgresql", url, SECRET)
+        assert database.shown == f"{scheme}://postbackd:***@db.internal:5432/postbackd"
+        assert SECRET not in repr(database)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (f"mysql://root:{SECRET}@db/postbackd", "unknown scheme 'mysql'"),
+        ("sqlite:///var/lib/postbackd.db", "give sqlite: alone"),
+        (f"postgresql://u:{SECRET}@db:port/postbackd", "the host or port cannot be read"),
+        (f"postgresql:u:{SECRET}@db/postbackd", "expected postgresql://user:password@host"),
+        (f"postgresql://u:{SECRET}@db/postbackd/extra", "the path is the database name"),
+        ("db.internal:5432", "unknown scheme"),
+        ("postbackd", "expected sqlite: or postgresql://"),
+    ],
+)
+def test_a_bad_database_url_is_refused_naming_the_setting(url: str, reason: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.load(environ={"POSTBACKD_DATABASE_URL": url})
+    message = str(raised.value)
+    assert message.startswith("POSTBACKD_DATABASE_URL: "), message
+    assert reason in message
+    assert SECRET not in message
+
+
+def test_the_settings_log_shows_the_database_url_without_its_password() -> None:
+    for url, shown in (
+        (f"postgresql://app:{SECRET}@db:5432/pb", "postgresql://app:***@db:5432/pb"),
+        (f"postgresql://app@db/pb?password={SECRET}&sslmode=require",
+         "postgresql://app@db/pb?password=***&sslmode=require"),
+        ("postgresql://db/pb", "postgresql://db/pb"),
+    ):  # fmt: skip
+        s = Settings.load(environ={"POSTBACKD_DATABASE_URL": url})
+        assert redacted(s)["database_url"] == shown
+        assert SECRET not in render(s)
+    assert redacted(Settings.load(environ={}))["database_url"] == "unset"

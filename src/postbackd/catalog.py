@@ -6,21 +6,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
-
-import aiosqlite
 
 from postbackd import ids, rules
 from postbackd.errors import Conflict, Invalid, NotFound
 from postbackd.fields import Form
 from postbackd.index import Index
 from postbackd.model import App, Campaign, Entity, Postback, Segment, Tracker, XAccount
-from postbackd.store import config as store
-from postbackd.store.base import Change, Op
-from postbackd.store.sealing import Sealer, seal_stored_tokens
+from postbackd.store.base import Change, Op, Store
 
 log = logging.getLogger(__name__)
 
@@ -86,21 +82,53 @@ Listener = Callable[[Index], None]
 
 
 class Catalog:
-    def __init__(self, conn: aiosqlite.Connection, index: Index, sealer: Sealer) -> None:
-        self._conn = conn
+    def __init__(self, store: Store, index: Index, version: int = 0) -> None:
+        self._store = store
         self.index = index
-        self._sealer = sealer
+        self._version = version  # the store's configuration version `index` reflects
         # One writer at a time: each change is checked against the index it will replace.
         self._lock = asyncio.Lock()
         self._listeners: list[Listener] = []
+        self._reloads: set[asyncio.Task[None]] = set()
+        store.watch_config(self._changed_elsewhere)
 
     @classmethod
-    async def load(cls, conn: aiosqlite.Connection, secret_keys: Sequence[str] = ()) -> Catalog:
-        """The stored configuration; X account tokens brought to the first of `secret_keys`
-        first (SecretKeyError when the keys cannot open them)."""
-        sealer = Sealer(secret_keys)
-        await seal_stored_tokens(conn, sealer)
-        return cls(conn, await store.load_index(conn, sealer), sealer)
+    async def load(cls, store: Store) -> Catalog:
+        """The stored configuration; X account tokens brought to the first key of
+        `secret_key` first (SecretKeyError when the keys cannot open them)."""
+        await store.seal_tokens()
+        version = await store.config_version()
+        return cls(store, await store.load_index(), version)
+
+    def _changed_elsewhere(self, version: int) -> None:
+        """Another daemon of a shared store changed the configuration (PRODUCT.md 5): the
+        next event here sees it too, with no restart."""
+        if version != self._version:
+            task = asyncio.get_running_loop().create_task(self.reload(), name="config-reload")
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
+
+    async def _apply(self, changes: list[Change]) -> None:
+        """Commit the changes and swap the index (the caller holds the lock)."""
+        version = await self._store.apply(changes)
+        # Not the next version: another daemon's change came in between, which the index
+        # does not have yet; it is read again once this change is done.
+        missed = version != self._version + 1
+        self._version = -1 if missed else version
+        self._swap(_with(self.index, changes))
+        if missed:
+            self._changed_elsewhere(version)
+
+    async def reload(self) -> None:
+        """Read the configuration again when the store's version is not the index's."""
+        async with self._lock:
+            version = await self._store.config_version()
+            if version == self._version:
+                return
+            index = await self._store.load_index()
+            self._version = version
+            self._swap(index)
+        log.info("configuration changed by another daemon: reloaded (version %d)", version)
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with the new index after every committed change."""
@@ -143,8 +171,7 @@ class Catalog:
         async with self._lock:
             entity = self.get(kind, entity_id)
             changes = self._delete_changes(entity)
-            await store.apply(self._conn, changes, self._sealer)
-            self._swap(_with(self.index, changes))
+            await self._apply(changes)
         log.info("%s %s deleted", kind.label, entity_id)
 
     async def record_authentication(
@@ -173,8 +200,7 @@ class Catalog:
                 last_auth_error=None if ok else error,
             )
             changes: list[Change] = [("update", updated)]
-            await store.apply(self._conn, changes, self._sealer)
-            self._swap(_with(self.index, changes))
+            await self._apply(changes)
         return updated
 
     async def _commit(
@@ -191,8 +217,7 @@ class Catalog:
             # The old default loses its flag first: one default per (app, network).
             changes.append(("update", dataclasses.replace(replaced, default=False)))
         changes.append((op, entity))
-        await store.apply(self._conn, changes, self._sealer)
-        self._swap(_with(self.index, changes))
+        await self._apply(changes)
         log.info("%s %s %s", kind.label, entity.id, "created" if op == "insert" else "updated")
         if replaced is not None:
             log.info("tracker %s is no longer the default, %s is", replaced.id, entity.id)

@@ -16,7 +16,7 @@ import stat
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar
 
@@ -49,6 +49,7 @@ from the reengagement trackers configured through its admin API."""
 
 _DAEMON_DEFAULTS: Final = settings.Settings()
 DATA_DIR_ENV: Final = "POSTBACKD_DATA_DIR"
+DATABASE_URL_ENV: Final = "POSTBACKD_DATABASE_URL"
 SHOWN_REFUSALS: Final = 20
 HELP_WIDTH: Final = 90
 
@@ -61,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
     secrets = [conf.x_consumer_secret, conf.x_hmac_key, conf.api_token, conf.secret_key]
     if (stream := conf.event_stream) is not None:
         secrets.append(stream.password)
+    secrets.append(conf.database.password)
     logs.register_secret(*(s for s in (*secrets, *conf.secret_keys) if s))
     path = settings.config_file(vars(args))
     if path is not None and (warning := settings.exposed_secrets_warning(path)):
@@ -175,10 +177,29 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir or os.environ.get(DATA_DIR_ENV) or _DAEMON_DEFAULTS.data_dir)
 
 
+def _embedded_only(environ: Mapping[str, str]) -> None:
+    """`backup` copies the embedded store's file: refuse when the daemon's state is in a
+    database of its own (PRODUCT.md 5), rather than copy a file that is not it."""
+    from postbackd.store.backup import BackupError
+    from postbackd.store.url import DatabaseUrl
+
+    try:
+        database = DatabaseUrl.parse(environ.get(DATABASE_URL_ENV))
+    except ValueError as e:
+        raise BackupError(f"{DATABASE_URL_ENV}: {e}") from None
+    if database.kind != "sqlite":
+        raise BackupError(
+            f"backup copies the embedded SQLite store, and {DATABASE_URL_ENV} names a "
+            f"PostgreSQL database ({database.shown}): back that up with PostgreSQL's own "
+            "tools (pg_dump, or a base backup)"
+        )
+
+
 def _backup(args: argparse.Namespace) -> int:
     from postbackd.store.backup import CopyDamaged, backup_database
     from postbackd.token import token_path
 
+    _embedded_only(os.environ)
     data_dir = _data_dir(args)
     progress = Progress("pages")
 
@@ -448,10 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
         "reads. The copy is one file, mode 0600, checked with PRAGMA integrity_check before "
         "it takes the name DEST. A progress line shows on stderr; stdout then names what a "
         "restore needs besides the copy (the API token file, the X credentials, and "
-        "secret_key when the X account tokens are encrypted).\n\n"
+        "secret_key when the X account tokens are encrypted). The embedded store only: "
+        "with POSTBACKD_DATABASE_URL naming a PostgreSQL database it refuses (use "
+        "PostgreSQL's own tools).\n\n"
         "Exit status: 0 when the copy was written and passed the check, 1 when it failed "
         "the check (DEST is not written), 2 on a usage error (no database in --data-dir, "
-        "DEST exists without --force, DEST not writable).",
+        "DEST exists without --force, DEST not writable, a PostgreSQL database_url).",
         example="postbackd backup /var/backups/postbackd/postbackd-$(date +%F).sqlite3 "
         "--data-dir /var/lib/postbackd",
         add_arguments=_backup_arguments,

@@ -12,13 +12,13 @@ recovered from without a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import signal
 import time
 from typing import TYPE_CHECKING, Final
 
-import aiosqlite
 import uvloop
 from aiohttp import web
 
@@ -31,17 +31,15 @@ from postbackd.catalog import Catalog
 from postbackd.delivery.devices import DeviceNetworks
 from postbackd.delivery.engine import Engine
 from postbackd.delivery.intake import Intake
-from postbackd.errors import PostbackdError
-from postbackd.janitor import Janitor, store_bytes
+from postbackd.errors import PostbackdError, StoreUnavailable
+from postbackd.janitor import Janitor
 from postbackd.metrics import Metrics
 from postbackd.model import XAccount
 from postbackd.settings import Settings
 from postbackd.settings import render as render_settings
-from postbackd.store import deliveries as sql
-from postbackd.store.db import DB_NAME, open_database, prepare_data_dir
-from postbackd.store.lock import DataDirLock
-from postbackd.store.reader import Reader
-from postbackd.store.writer import Writer
+from postbackd.store.base import Store
+from postbackd.store.db import prepare_data_dir
+from postbackd.store.factory import create_store
 from postbackd.token import ensure_api_token
 from postbackd.x.client import XClient
 from postbackd.x.oauth import OAuth1Signer
@@ -69,12 +67,9 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.ready = False
         self.port: int | None = None
-        self._lock = DataDirLock(settings.data_dir)
-        self._conn: aiosqlite.Connection | None = None
+        self.store: Store | None = None
         self._x: XClient | None = None
         self._runner: web.AppRunner | None = None
-        self._writer: Writer | None = None
-        self._reader: Reader | None = None
         self._depth_task: asyncio.Task[None] | None = None
         self._janitor_task: asyncio.Task[None] | None = None
         self._stream: StreamSource | None = None
@@ -93,7 +88,7 @@ class Daemon:
     @property
     def is_ready(self) -> bool:
         """Started, not draining, and the store takes writes (PRODUCT.md 2)."""
-        return self.ready and (self._writer is None or self._writer.healthy)
+        return self.ready and (self.store is None or self.store.healthy)
 
     async def start(self) -> None:
         """Start everything, or fail with a `StartupError` after undoing what had started."""
@@ -111,10 +106,13 @@ class Daemon:
         self._started = time.monotonic()
         log.info("postbackd %s starting, data dir %s", __version__, s.data_dir.resolve())
         log.info("settings: %s", render_settings(s))
-        prepare_data_dir(s.data_dir)
-        self._lock.acquire()
-        self._conn = await open_database(s.data_dir)
-        self.catalog = await Catalog.load(self._conn, s.secret_keys)
+        prepare_data_dir(s.data_dir)  # the API token file lives there, whatever the store
+        errors = self.metrics.store_errors
+        self.store = store = create_store(
+            s, on_error=lambda kind: errors.labels(kind).inc(), on_fatal=self.fail
+        )
+        await store.open()
+        self.catalog = await Catalog.load(store)
         token = ensure_api_token(s.api_token, s.data_dir)
         if not (s.x_consumer_key and s.x_consumer_secret):
             log.warning(
@@ -129,19 +127,11 @@ class Daemon:
             timeout_s=s.x_timeout_s,
             pool_timeout_s=s.x_pool_timeout_s,
         )
-        path = s.data_dir / DB_NAME
-        errors = self.metrics.store_errors
-        self._writer = writer = Writer(
-            path, on_error=lambda kind: errors.labels(kind).inc(), on_fatal=self.fail
-        )
-        await writer.open()
-        self._reader = reader = Reader(path)
-        devices = DeviceNetworks(reader, int(s.attribution_keep_s * 1000))
+        devices = DeviceNetworks(store, int(s.attribution_keep_s * 1000))
         engine = self.engine = Engine(
-            s, writer, reader, self.catalog, self._x, self.metrics, devices, on_fatal=self.fail
+            s, store, self.catalog, self._x, self.metrics, devices, on_fatal=self.fail
         )
-        first_id = await writer.call(sql.max_delivery_id) + 1
-        intake = Intake(writer, lambda: self.catalog.index, devices, first_id)
+        intake = Intake(store, lambda: self.catalog.index, devices)
         admission = Admission(intake, self.catalog, self.metrics, on_accepted=engine.rewind_lanes)
         if (stream := s.event_stream) is not None:
             # Unreachable at start is a configuration to fix (host, port, password): one line
@@ -160,7 +150,7 @@ class Daemon:
             ingest=IngestRoute(
                 admission, max_body_bytes=s.max_body_bytes, max_items=s.max_batch_items
             ),
-            results=ResultRoutes(reader, writer, engine, self.catalog, s.max_body_bytes),
+            results=ResultRoutes(store, engine, self.catalog, s.max_body_bytes),
         )  # fmt: skip
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -175,7 +165,7 @@ class Daemon:
         counts = await engine.refresh_queue_depth()
         self._depth_task = asyncio.create_task(self._refresh_depth(), name="queue-depth")
         janitor = Janitor(
-            writer, path, self.metrics,
+            store, self.metrics,
             event_retention_s=s.event_retention_s, attribution_retention_s=s.attribution_keep_s,
             now_ms=engine.now_ms,
         )  # fmt: skip
@@ -209,9 +199,11 @@ class Daemon:
         """Queue depth by state and the store's size for the metrics; counts, so kept off
         the hot path."""
         assert self.engine is not None
-        db_path = self.settings.data_dir / DB_NAME
+        assert self.store is not None
         while True:
-            self.metrics.store_bytes.set(store_bytes(db_path))
+            # A failing store is counted and logged where it fails; the gauge keeps its value.
+            with contextlib.suppress(StoreUnavailable):
+                self.metrics.store_bytes.set(await self.store.size_bytes())
             await asyncio.sleep(_DEPTH_REFRESH_S)
             try:
                 await self.engine.refresh_queue_depth()
@@ -285,19 +277,12 @@ class Daemon:
         if self._stream is not None:
             await self._stream.close()
             self._stream = None
-        if self._writer is not None:
-            await self._writer.close()
-            self._writer = None
-        if self._reader is not None:
-            await self._reader.close()
-            self._reader = None
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
         if self._x is not None:
             await self._x.close()
             self._x = None
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
-        self._lock.release()
 
 
 def _startup_reason(exc: BaseException, settings: Settings) -> str:

@@ -3,29 +3,23 @@ flat under steady load however long the daemon runs.
 
 Events whose every delivery is final go `retention_days` after they arrived, with their
 deliveries and claims; attributions and device state go `attribution_retention_days` after
-they were recorded. Deletes run as small jobs of the store's writer (a few hundred rows
-each), so ingest commits pass between two of them and never stall; the pages they free go
-back to the file system (auto_vacuum INCREMENTAL), a bounded number per job too.
+they were recorded. Deletes run as small batches of the store (a few hundred rows, one short
+transaction each), so ingest commits pass between two of them and never stall; the space
+they free goes back to the file system, a bounded amount per batch too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import sqlite3
 from collections.abc import Callable
-from functools import partial
-from pathlib import Path
 from typing import Final
 
 from postbackd.errors import StoreUnavailable
 from postbackd.logs import RateLimitedLog
 from postbackd.metrics import RETENTION_KINDS as KINDS
 from postbackd.metrics import Metrics
-from postbackd.store import retention
-from postbackd.store.base import Deleted
-from postbackd.store.writer import Writer
+from postbackd.store.base import Deleted, Store
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +30,17 @@ _MIN_INTERVAL_S: Final = 1.0
 _MAX_INTERVAL_S: Final = 600.0
 
 
-def store_bytes(db_path: Path) -> int:
-    """The database's files on disk: the database, its WAL and shared memory."""
-    total = 0
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            total += Path(f"{db_path}{suffix}").stat().st_size
-    return total
-
-
 class Janitor:
     def __init__(
         self,
-        writer: Writer,
-        db_path: Path,
+        store: Store,
         metrics: Metrics,
         *,
         event_retention_s: float,
         attribution_retention_s: float,
         now_ms: Callable[[], int],
     ) -> None:
-        self._writer = writer
-        self._db_path = db_path
+        self._store = store
         self._metrics = metrics
         self._event_ms = int(event_retention_s * 1000)
         self._attribution_ms = int(attribution_retention_s * 1000)
@@ -71,7 +54,7 @@ class Janitor:
         while True:
             try:
                 await self.sweep()
-            except (sqlite3.Error, StoreUnavailable) as exc:  # the store fails: next sweep
+            except StoreUnavailable as exc:  # the store fails: next sweep
                 self._warn.warning("janitor", f"retention could not delete: {exc}")
             await asyncio.sleep(self.interval_s)
 
@@ -81,16 +64,16 @@ class Janitor:
         totals: dict[str, int] = dict.fromkeys(KINDS, 0)
         after: int | None = 0
         while after is not None:
-            job = partial(retention.delete_events, cutoff_ms=now - self._event_ms, after_id=after)
-            after = self._count(await self._writer.submit(job), totals)
+            deleted = await self._store.delete_events(now - self._event_ms, after)
+            after = self._count(deleted, totals)
         more: int | None = 0
         while more is not None:
-            job = partial(retention.delete_attributions, cutoff_ms=now - self._attribution_ms)
-            more = self._count(await self._writer.submit(job), totals)
+            deleted = await self._store.delete_attributions(now - self._attribution_ms)
+            more = self._count(deleted, totals)
         if any(totals.values()):
-            while await self._writer.submit(partial(retention.reclaim, pages=_RECLAIM_PAGES)):
+            while await self._store.reclaim(_RECLAIM_PAGES):
                 pass
-        size = store_bytes(self._db_path)
+        size = await self._store.size_bytes()
         self._metrics.store_bytes.set(size)
         if any(totals.values()):
             log.info(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -21,12 +20,13 @@ from postbackd.errors import (
 )
 from postbackd.logs import RateLimitedLog
 from postbackd.metrics import UNAUTHORIZED_REASONS, Metrics
-from postbackd.store.writer import store_failure
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON: Final = "application/json"
+# A failing store fails every request alike: the reason once a minute is enough.
+_STORE_FAILURES = RateLimitedLog(log)
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -93,6 +93,10 @@ def _from_http(exc: web.HTTPException) -> ApiError:
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except StoreUnavailable as e:
+        # Answered (503, nothing changed), never left hanging (PRODUCT.md 2, "Store failures").
+        _STORE_FAILURES.warning("store", f"{request.method} {request.path}: {e.message}")
+        return error_response(e)
     except ApiError as e:
         return error_response(e)
     except web.HTTPException as e:
@@ -101,12 +105,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         # A 405 says which methods the path takes (RFC 9110, 15.5.6).
         allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
         return error_response(_from_http(e), allow)
-    except sqlite3.Error as e:
-        # The store failed under a configuration change or a read: the request is answered
-        # (503, nothing changed), never left hanging (PRODUCT.md 2, "Store failures").
-        failure = store_failure(e) or StoreUnavailable(f"the store failed: {e}", kind="io_error")
-        log.warning("%s %s: %s", request.method, request.path, failure.message)
-        return error_response(failure)
     except Exception:
         # A bug, not bad input: say so without echoing anything of the request.
         log.exception("internal error on %s %s", request.method, request.path)

@@ -22,10 +22,11 @@ from postbackd.delivery.model import STATES
 from postbackd.event import MAX_EVENT_NAME_CHARS, MAX_ID_CHARS, MIN_CONVERSION_TIME_MS
 from postbackd.fields import FieldRule, OneOf, Schema
 from postbackd.model import SECRET_FIELDS
+from postbackd.store.base import MAX_ID
 
 from .admin import filter_kinds
 from .paging import DEFAULT_LIMIT, MAX_CURSOR_CHARS, MAX_LIMIT
-from .results import ATTRIBUTION_FILTERS, MAX_DELIVERY_ID, MAX_REPLAY_IDS
+from .results import ATTRIBUTION_FILTERS, MAX_REPLAY_IDS
 
 PREFIX: Final = "/api/v1"
 PATH: Final = f"{PREFIX}/openapi.json"
@@ -510,7 +511,7 @@ _BY_IDS: Final[Schema] = {
         "ids": {
             "type": "array",
             "maxItems": MAX_REPLAY_IDS,
-            "items": {"type": "integer", "minimum": 0, "maximum": MAX_DELIVERY_ID},
+            "items": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
         }
     },
 }

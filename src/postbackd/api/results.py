@@ -1,12 +1,12 @@
 """Results under /api/v1: deliveries, their replay and cancelling, events, attributions,
-reports. Reads go to a `Reader` (their own connections), never through the writer's thread,
-so a long report does not hold up an ingest commit."""
+reports, read from the store (the embedded store reads on connections of their own, so a
+long report does not hold up an ingest commit)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, Final, TypeGuard
+from typing import Any, Final, TypeGuard, cast
 
 from aiohttp import web
 
@@ -14,18 +14,13 @@ from postbackd.catalog import Catalog
 from postbackd.delivery.engine import Engine
 from postbackd.delivery.model import STATES
 from postbackd.errors import BadRequest, Invalid, NotFound
-from postbackd.store import deliveries as sql
-from postbackd.store import results
-from postbackd.store.reader import Reader
-from postbackd.store.writer import Writer
+from postbackd.store.base import MAX_ID, Key, Row, Store, delivery_key_size
 
 from .http import json_response, read_object
 from .paging import PAGING_PARAMETERS, Paging, single_values
 
-Row = tuple[tuple[int, ...], dict[str, Any]]
 
-
-def _key(row: Row) -> tuple[int, ...]:
+def _key(row: Row) -> Key:
     return row[0]
 
 
@@ -33,9 +28,12 @@ def _item(row: Row) -> dict[str, Any]:
     return row[1]
 
 
+def _after(paging: Paging) -> Key | None:
+    """The cursor's key, integers only: the shape the results lists decode cursors with."""
+    return cast("Key | None", paging.after)
+
+
 MAX_REPLAY_IDS: Final = 100_000
-# Delivery ids are SQLite integers; a larger number is no delivery (and SQLite cannot bind it).
-MAX_DELIVERY_ID: Final = 2**63 - 1
 DELIVERY_FILTERS: Final = ("state",)
 ATTRIBUTION_FILTERS: Final = ("app_id", "tracker_id")
 REPORT_FILTERS: Final = ("app_id",)
@@ -62,11 +60,11 @@ def _query(
 
 
 def _delivery_ids(ids: object) -> TypeGuard[list[int]]:
-    """A list of delivery ids (SQLite integers), not too long."""
+    """A list of delivery ids (64-bit integers), not too long."""
     return (
         isinstance(ids, list)
         and len(ids) <= MAX_REPLAY_IDS
-        and all(type(i) is int and 0 <= i <= MAX_DELIVERY_ID for i in ids)
+        and all(type(i) is int and 0 <= i <= MAX_ID for i in ids)
     )
 
 
@@ -82,21 +80,19 @@ def _check_ids(ids: object) -> list[int]:
 class ResultRoutes:
     def __init__(
         self,
-        reader: Reader,
-        writer: Writer,
+        store: Store,
         engine: Engine,
         catalog: Catalog,
         max_body_bytes: int,
     ) -> None:
-        self._reader = reader
-        self._writer = writer
+        self._store = store
         self._engine = engine
         self._catalog = catalog
         self._max_body_bytes = max_body_bytes
 
     async def pending_deliveries(self, postback_id: str) -> int:
         """Deliveries of a postback that have not gone out yet (scheduled, ready, held)."""
-        return await self._reader.call(sql.pending_of_postback, postback_id)
+        return await self._store.pending_of_postback(postback_id)
 
     def add_to(self, app: web.Application, prefix: str = "/api/v1") -> None:
         app.router.add_get(f"{prefix}/deliveries", self.deliveries)
@@ -118,11 +114,11 @@ class ResultRoutes:
                 f"state must be one of {', '.join(STATES)}", field="state", code="invalid_parameter"
             )
         filters = {} if state is None else {"state": state}
-        shape = (int,) * results.delivery_key_size(state)
+        shape = (int,) * delivery_key_size(state)
         paging = Paging.of("deliveries", query, filters, shape)
         in_flight = frozenset(self._engine.in_flight_ids())
-        rows = await self._reader.call(
-            results.list_deliveries, state, paging.after, paging.limit + 1, _now_ms(), in_flight
+        rows = await self._store.list_deliveries(
+            state, _after(paging), paging.limit + 1, _now_ms(), in_flight
         )
         return paging.answer(rows, _key, _item)
 
@@ -142,7 +138,7 @@ class ResultRoutes:
         """Dead deliveries go out again: those of `ids`, or every one when None; the count."""
         chosen = None if ids is None else _check_ids(ids)
         now = _now_ms()
-        lanes = await self._writer.submit(lambda conn: sql.replay_dead(conn, chosen, now))
+        lanes = await self._store.replay_dead(chosen, now)
         self._engine.rewind_lanes(dict.fromkeys(lanes, now))
         return sum(lanes.values())
 
@@ -175,16 +171,15 @@ class ResultRoutes:
     async def event_details(self, event_id: str) -> dict[str, Any] | None:
         """The event, its deliveries and its claims with every rejected candidate."""
         in_flight = frozenset(self._engine.in_flight_ids())
-        return await self._reader.call(results.event_details, event_id, _now_ms(), in_flight)
+        return await self._store.event_details(event_id, _now_ms(), in_flight)
 
     async def attributions(self, request: web.Request) -> web.Response:
         query, filters = _query(request, ATTRIBUTION_FILTERS)
         paging = Paging.of("attributions", query, filters, (int,))
-        rows = await self._reader.call(
-            results.list_attributions,
+        rows = await self._store.list_attributions(
             filters.get("app_id"),
             filters.get("tracker_id"),
-            paging.after,
+            _after(paging),
             paging.limit + 1,
         )
         return json_response(paging.answer(rows, _key, _item))
@@ -199,7 +194,7 @@ class ResultRoutes:
         accepted and the gap by reason."""
         if app_id is not None and app_id not in self._catalog.index.apps:
             raise NotFound(f"app {app_id!r} does not exist", field="app_id")
-        by_tracker = await self._reader.call(results.tracker_report, app_id)
+        by_tracker = await self._store.tracker_report(app_id)
         trackers = self._catalog.index.trackers
         rows = []
         for tracker_id, figures in sorted(by_tracker.items()):

@@ -10,13 +10,12 @@ guard        no page without a live session (GET: to the sign-in form; POST: 403
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
 
-from postbackd.errors import ApiError
+from postbackd.errors import ApiError, StoreUnavailable
 
 from .csrf import FIELD, SIGN_IN_PATH, session_form_ok
 from .render import page, see_other
@@ -73,12 +72,12 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
         if e.status == 404:
             return error_page(request, 404, "There is no such page in the console.")
         return error_page(request, e.status, e.reason)
+    except StoreUnavailable as e:
+        log.warning("console %s %s: %s", request.method, request.path, e.message)
+        return error_page(request, 503, "The store cannot be read right now; try again soon.")
     except ApiError as e:
         # An object named in the address that does not exist (404), mostly.
         return error_page(request, e.status, e.message)
-    except sqlite3.Error as e:
-        log.warning("console %s %s: the store failed: %s", request.method, request.path, e)
-        return error_page(request, 503, "The store cannot be read right now; try again soon.")
     except Exception:
         log.exception("internal error on console %s %s", request.method, request.path)
         return error_page(request, 500, "Internal error; the daemon's log says more.")

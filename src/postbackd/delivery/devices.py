@@ -16,8 +16,7 @@ from collections import OrderedDict
 from typing import Final
 
 from postbackd.clock import Clock, SystemClock, now_ms
-from postbackd.store import deliveries as sql
-from postbackd.store.reader import Reader
+from postbackd.store.base import Store
 
 # A device's latest attribution: (network, engagement time, when it was recorded in ms).
 Held = tuple[str, str, int]
@@ -27,12 +26,12 @@ _NONE: Final[Held] = ("", "", 0)  # cached "no attribution yet": it never ages o
 class DeviceNetworks:
     def __init__(
         self,
-        reader: Reader,
+        store: Store,
         retention_ms: int,
         capacity: int = 200_000,
         clock: Clock | None = None,
     ) -> None:
-        self._reader = reader
+        self._store = store
         self._retention_ms = retention_ms
         self._capacity = capacity
         self._clock = clock or SystemClock()
@@ -72,7 +71,7 @@ class DeviceNetworks:
                 found[key] = cached[0] or None
         if missing:
             before = self._remembered
-            stored = await self._reader.call(sql.device_attributions, app_id, missing)
+            stored = await self._store.device_attributions(app_id, missing)
             overlapped = self._remembered != before
             for key in missing:
                 # Remembered while the read ran? Then the cache may know better.

@@ -22,10 +22,9 @@ import asyncio
 import contextlib
 import logging
 import random
-import sqlite3
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 from postbackd.catalog import Catalog
 from postbackd.clock import Clock, SystemClock, now_ms
@@ -35,9 +34,7 @@ from postbackd.logs import RateLimitedLog
 from postbackd.metrics import DELIVERY_OUTCOMES, STATUS_CLASSES, Metrics
 from postbackd.model import XAccount
 from postbackd.settings import Settings
-from postbackd.store import deliveries as sql
-from postbackd.store.reader import Reader
-from postbackd.store.writer import Writer
+from postbackd.store.base import Store
 from postbackd.x.client import XClient
 from postbackd.x.device import DeviceHasher
 from postbackd.x.response import ResponseKind, XResponse
@@ -69,8 +66,7 @@ class Engine:
     def __init__(
         self,
         settings: Settings,
-        writer: Writer,
-        reader: Reader,
+        store: Store,
         catalog: Catalog,
         x: XClient,
         metrics: Metrics,
@@ -81,8 +77,7 @@ class Engine:
         on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._settings = settings
-        self._writer = writer
-        self._reader = reader
+        self._store = store
         self._catalog = catalog
         self._x = x
         self._metrics = metrics
@@ -119,11 +114,9 @@ class Engine:
         self._lanes: dict[str, Lane] = {}
         self._sends: set[asyncio.Task[None]] = set()
         self._timers: dict[int, asyncio.TimerHandle] = {}  # deliveries to requeue later
-        self._loader = Loader(writer, self._take, self.now_ms, capacity)
-        self._recorder = Recorder(writer, self.now_ms, self._written, self._lost)
-        self._releaser = Releaser(
-            reader, writer, lambda: catalog.index, self.now_ms, self._loader.rewind
-        )
+        self._loader = Loader(store, self._take, self.now_ms, capacity)
+        self._recorder = Recorder(store, self.now_ms, self._written, self._lost)
+        self._releaser = Releaser(store, lambda: catalog.index, self.now_ms, self._loader.rewind)
         self._tasks: list[asyncio.Task[None]] = []
         # Cancellations being committed: what they match is dropped, not sent.
         self._cancelling: list[Match] = []
@@ -143,13 +136,30 @@ class Engine:
     async def start(self) -> None:
         if self._hasher is None:
             log.warning("POSTBACKD_X_HMAC_KEY is not set: claims cannot be sent until it is")
-        for name, run in (("loader", self._loader.run), ("releaser", self._releaser.run)):
+        parts: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            ("loader", self._loader.run),
+            ("releaser", self._releaser.run),
+        ]
+        if (lease_s := self._store.lease_s) is not None:
+            parts.append(("leases", partial(self._renew_leases, lease_s)))
+        for name, run in parts:
             task = asyncio.create_task(run(), name=f"delivery-{name}")
             task.add_done_callback(self._died)
             self._tasks.append(task)
         self._catalog.subscribe(lambda _: self._releaser.wake())
         # Held rows left by an earlier run get the signing rule once more.
         self._releaser.wake()
+
+    async def _renew_leases(self, lease_s: float) -> None:
+        """A shared store leases due deliveries to this daemon for `lease_s`: renewed three
+        times per lease, so that a slow store or a busy loop never lets one run out while
+        its delivery is in memory here (another daemon would send it too)."""
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                await self._store.renew_leases(self.now_ms())
+            except StoreUnavailable as exc:  # tried again at the next turn
+                self._warn.warning("leases", f"could not renew the leases of due work: {exc}")
 
     def _died(self, task: asyncio.Task[None]) -> None:
         """A part of the engine ended on its own: without it nothing would be sent, silently.
@@ -216,7 +226,7 @@ class Engine:
         return len(self._loaded)
 
     async def refresh_queue_depth(self) -> dict[str, int]:
-        counts = await self._reader.call(sql.count_by_state, self.now_ms())
+        counts = await self._store.count_by_state(self.now_ms())
         counts["in_flight"] = self.in_flight
         # In-flight rows are still pending in the store.
         counts["ready"] = max(0, counts.get("ready", 0) - counts["in_flight"])
@@ -251,10 +261,9 @@ class Engine:
             in_flight = {i for lane in self._lanes.values() for i, d in lane.in_flight.items()
                          if match(d)}  # fmt: skip
             self._cancel_after |= in_flight
-            count: int = await self._writer.submit(
-                partial(sql.cancel, ids=None if chosen is None else sorted(chosen),
-                        postback_id=postback_id, in_flight=in_flight, now_ms=self.now_ms())
-            )  # fmt: skip
+            count = await self._store.cancel(
+                None if chosen is None else sorted(chosen), postback_id, in_flight, self.now_ms()
+            )
         finally:
             self._cancelling.remove(match)
         self._outcomes["cancelled"].inc(count)
@@ -457,7 +466,7 @@ class Engine:
                 current = marked is not None
             except NotFound:
                 current = False  # deleted meanwhile: the rule decides again
-            except (sqlite3.Error, StoreUnavailable) as exc:
+            except StoreUnavailable as exc:
                 # Not recorded (the store fails): the delivery is held all the same; the
                 # account's next 401 records it once the store writes again.
                 self._warn.warning("401-store", f"could not mark X account {account.id}: {exc}")

@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Callable
-from functools import partial
 from typing import Final
 
 from postbackd.errors import StoreUnavailable
 from postbackd.index import Index
 from postbackd.logs import RateLimitedLog
-from postbackd.store import deliveries as sql
-from postbackd.store.reader import Reader
-from postbackd.store.writer import Writer
+from postbackd.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +30,13 @@ _RETRY_S: Final = 1.0
 class Releaser:
     def __init__(
         self,
-        reader: Reader,
-        writer: Writer,
+        store: Store,
         index: Callable[[], Index],
         now_ms: Callable[[], int],
         on_released: Callable[[str, int], None],
     ) -> None:
         """`on_released(lane, due_ms)`: rows of the lane became pending, due from `due_ms`."""
-        self._reader = reader
-        self._writer = writer
+        self._store = store
         self._index = index
         self._now_ms = now_ms
         self._on_released = on_released
@@ -61,7 +55,7 @@ class Releaser:
                 await self.release()
             except asyncio.CancelledError:
                 raise
-            except (sqlite3.Error, StoreUnavailable) as exc:  # look again a moment later
+            except StoreUnavailable as exc:  # look again a moment later
                 self._warn.warning("release", f"could not release held deliveries: {exc}")
                 await asyncio.sleep(_RETRY_S)
                 self._wake.set()
@@ -69,7 +63,7 @@ class Releaser:
 
     async def release(self) -> int:
         """Release every held group the signing rule now gives an account; the count."""
-        groups = await self._reader.call(sql.held_groups)
+        groups = await self._store.held_groups()
         index = self._index()
         released = 0
         for postback_id, accepted_account, app_id, network, _ in groups:
@@ -77,15 +71,7 @@ class Releaser:
             if account is None:
                 continue
             now = self._now_ms()
-            count = await self._writer.submit(
-                partial(
-                    sql.release_held,
-                    postback_id=postback_id,
-                    x_account_id=accepted_account,
-                    lane=account.id,
-                    now_ms=now,
-                )
-            )
+            count = await self._store.release_held(postback_id, accepted_account, account.id, now)
             if count:
                 released += count
                 self._on_released(account.id, now)

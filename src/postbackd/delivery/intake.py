@@ -6,16 +6,13 @@ an event is acknowledged only once it and its deliveries are committed.
 
 from __future__ import annotations
 
-import itertools
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from postbackd.event import Event
 from postbackd.index import Index
 from postbackd.model import App, Postback
-from postbackd.store import deliveries as sql
-from postbackd.store.writer import Writer
+from postbackd.store.base import Store
 
 from .claim import device_key
 from .devices import DeviceNetworks
@@ -79,16 +76,13 @@ class Accepted:
 class Intake:
     def __init__(
         self,
-        writer: Writer,
+        store: Store,
         index: Callable[[], Index],
         devices: DeviceNetworks,
-        first_delivery_id: int,
     ) -> None:
-        self._writer = writer
+        self._store = store
         self._index = index
         self._devices = devices
-        # Ids are handed out on the writer's thread, one commit after another.
-        self._ids = itertools.count(first_delivery_id)
 
     async def accept(self, events: Sequence[tuple[Event, App]], now_ms: int) -> Accepted:
         index = self._index()
@@ -97,7 +91,8 @@ class Intake:
             (event, fan_out(event, app, index, now_ms, latest.get((app.id, event.event_id))))
             for event, app in events
         ]
-        return await self._writer.submit(lambda conn: self._store(conn, planned, now_ms))  # type: ignore[no-any-return]
+        fresh = await self._store.accept(planned, now_ms)
+        return _accepted(planned, fresh)
 
     async def _latest_networks(
         self, events: Sequence[tuple[Event, App]], index: Index
@@ -117,35 +112,20 @@ class Intake:
                 out[(app_id, event_id)] = networks.get(key)
         return out
 
-    def _store(
-        self,
-        conn: sqlite3.Connection,
-        planned: list[tuple[Event, list[NewDelivery]]],
-        now_ms: int,
-    ) -> Accepted:
-        existing = sql.existing_event_ids(conn, [e.event_id for e, _ in planned])
-        fresh: list[bool] = []
-        accepted: list[tuple[Event, list[NewDelivery]]] = []
-        for event, deliveries in planned:
-            is_new = event.event_id not in existing
-            fresh.append(is_new)
-            if is_new:
-                existing.add(event.event_id)  # a repeat within the batch is a duplicate too
-                accepted.append((event, deliveries))
-        count = sum(len(d) for _, d in accepted)
-        first = next(self._ids)
-        if count > 1:
-            # Reserve the block: the counter is only touched here, on the writer's thread.
-            self._ids = itertools.count(first + count)
-        sql.insert_events(conn, accepted, first, now_ms)
-        skipped = held = 0
-        lanes: dict[str, int] = {}
-        for _, deliveries in accepted:
-            for d in deliveries:
-                if d.state == "skipped":
-                    skipped += 1
-                elif d.state == "held":
-                    held += 1
-                elif d.due_ms < lanes.get(d.lane, d.due_ms + 1):
-                    lanes[d.lane] = d.due_ms
-        return Accepted(fresh, count, skipped, held, lanes)
+
+def _accepted(planned: list[tuple[Event, list[NewDelivery]]], fresh: list[bool]) -> Accepted:
+    """What the intake tells of a committed batch: counts, and the lanes to read."""
+    count = skipped = held = 0
+    lanes: dict[str, int] = {}
+    for (_, deliveries), is_new in zip(planned, fresh, strict=True):
+        if not is_new:
+            continue
+        count += len(deliveries)
+        for d in deliveries:
+            if d.state == "skipped":
+                skipped += 1
+            elif d.state == "held":
+                held += 1
+            elif d.due_ms < lanes.get(d.lane, d.due_ms + 1):
+                lanes[d.lane] = d.due_ms
+    return Accepted(fresh, count, skipped, held, lanes)

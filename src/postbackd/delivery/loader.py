@@ -20,15 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from postbackd.errors import StoreUnavailable
 from postbackd.logs import RateLimitedLog
-from postbackd.store import deliveries as sql
-from postbackd.store.writer import Writer
+from postbackd.store.base import ROW_DUE_MS, ROW_ID, Store
 
 from .model import Delivery
 
@@ -58,14 +56,14 @@ class LaneLoad:
 class Loader:
     def __init__(
         self,
-        writer: Writer,
+        store: Store,
         deliver: Callable[[Delivery], bool],
         now_ms: Callable[[], int],
         capacity: int = DEFAULT_CAPACITY,
     ) -> None:
         """`deliver(d)` hands a loaded delivery to the engine; False when the engine holds
         it already (its result is on the way to the store)."""
-        self._writer = writer
+        self._store = store
         self._deliver = deliver
         self._now_ms = now_ms
         self._capacity = capacity
@@ -105,7 +103,7 @@ class Loader:
             self._wake.set()  # room again: read the lane's next due work
 
     async def run(self) -> None:
-        for lane in await self._writer.call(sql.pending_lanes):
+        for lane in await self._store.pending_lanes():
             self.lane(lane)
         loop = asyncio.get_running_loop()
         rescan_at = loop.time() + _RESCAN_S
@@ -115,7 +113,7 @@ class Loader:
                 await self._pass()
             except asyncio.CancelledError:
                 raise
-            except (sqlite3.Error, StoreUnavailable) as exc:  # the store fails: try again
+            except StoreUnavailable as exc:  # the store fails: try again
                 self._warn.warning("load", f"could not read due deliveries: {exc}")
             if loop.time() >= rescan_at:
                 rescan_at = loop.time() + _RESCAN_S
@@ -134,8 +132,8 @@ class Loader:
         return max(0.0, min(_IDLE_POLL_S, (due - self._now_ms()) / 1000))
 
     async def _pass(self) -> None:
-        """Read the lanes that have room and work due, all in one trip to the writer's
-        thread (at most LOAD_BATCH rows), in turns: a lane read goes to the back of the
+        """Read the lanes that have room and work due, all in one trip to the store (at
+        most LOAD_BATCH rows), in turns: a lane read goes to the back of the
         line, so with more due work than one read takes, every lane gets its turn."""
         while True:
             share = self._update_share()
@@ -148,7 +146,7 @@ class Loader:
             if not reads:
                 return
             rewinds = {lane: self._lanes[lane].rewinds for lane, _, _ in reads}
-            found = await self._writer.call(sql.load_lanes, reads, now, LOAD_BATCH)
+            found = await self._store.lease_due(reads, now, LOAD_BATCH)
             read_any = False
             for lane, rows, due in found:
                 state = self._lanes.pop(lane)
@@ -156,7 +154,9 @@ class Loader:
                 if rows:
                     last = rows[-1]
                     # A rewind during the read may point before what was just read.
-                    state.cursor = _after(state, rewinds[lane], (last[12], last[0]), state.cursor)
+                    state.cursor = _after(
+                        state, rewinds[lane], (last[ROW_DUE_MS], last[ROW_ID]), state.cursor
+                    )
                     for row in rows:
                         if self._deliver(Delivery(*row)):
                             state.loaded += 1

@@ -1,5 +1,5 @@
 """Delivery results into store commits. The results gathered during one pass of the event
-loop go to the writer as one job; a delivery stays the engine's (in memory, never loaded
+loop go to the store as one write; a delivery stays the engine's (in memory, never loaded
 twice) until its result is committed.
 
 When the store cannot write (PRODUCT.md 2, "Store failures"), the results wait here and are
@@ -18,8 +18,7 @@ from functools import partial
 from typing import Final
 
 from postbackd.errors import StoreUnavailable
-from postbackd.store import deliveries as sql
-from postbackd.store.writer import Writer
+from postbackd.store.base import Store
 
 from .model import Delivery, Result
 
@@ -32,13 +31,13 @@ DEFAULT_RETRY_S: Final = 1.0
 class Recorder:
     def __init__(
         self,
-        writer: Writer,
+        store: Store,
         now_ms: Callable[[], int],
         on_written: Callable[[Batch], None],
         on_lost: Callable[[Batch], None],
         retry_s: float = DEFAULT_RETRY_S,
     ) -> None:
-        self._writer = writer
+        self._store = store
         self._now_ms = now_ms
         self._on_written = on_written
         self._on_lost = on_lost
@@ -46,7 +45,7 @@ class Recorder:
         self._gathering: Batch = []
         self._waiting: Batch = []  # results the store could not write yet
         self._retry: asyncio.TimerHandle | None = None
-        self._writes: dict[asyncio.Future[object], int] = {}  # in the writer, with their size
+        self._writes: dict[asyncio.Future[None], int] = {}  # in the store, with their size
 
     @property
     def unwritten(self) -> int:
@@ -63,11 +62,11 @@ class Recorder:
         if not batch:
             return
         results = [r for _, r in batch]
-        future = self._writer.submit(lambda conn: sql.write_results(conn, results, self._now_ms()))
+        future = self._store.write_results(results, self._now_ms())
         self._writes[future] = len(batch)
         future.add_done_callback(partial(self._written, batch))
 
-    def _written(self, batch: Batch, future: asyncio.Future[object]) -> None:
+    def _written(self, batch: Batch, future: asyncio.Future[None]) -> None:
         del self._writes[future]
         if future.cancelled():
             error: BaseException | None = StoreUnavailable("write cancelled", kind="closed")
@@ -76,7 +75,7 @@ class Recorder:
         if error is None:
             self._on_written(batch)
         elif isinstance(error, StoreUnavailable):
-            # Kept, and written again once the store takes writes (the writer logs why).
+            # Kept, and written again once the store takes writes (the store logs why).
             self._waiting.extend(batch)
             if self._retry is None:
                 self._retry = asyncio.get_running_loop().call_later(self._retry_s, self._again)

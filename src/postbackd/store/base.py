@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 from postbackd.delivery.model import NewDelivery, Result
 from postbackd.event import Event
@@ -54,8 +54,8 @@ Change = tuple[Op, Entity]
 DeliveryRow = tuple[
     int, str, str, str, str, str, str, str, str | None, int, int, int, int, str, bytes
 ]
-ROW_ID = 0
-ROW_DUE_MS = 12
+ROW_ID: Final = 0
+ROW_DUE_MS: Final = 12
 
 # One lane to read: (lane, cursor (due_ms, id) of the last row read, most rows).
 LaneRead = tuple[str, tuple[int, int], int]
@@ -79,8 +79,19 @@ DeviceAttribution = tuple[str, str, int]
 # --- results reads -------------------------------------------------------------------------
 
 # A list's paging key (api/paging.py): (due_ms, id) for the pending states, else (id,).
+# The pending states list in due order, which a delivery that becomes due later sorts
+# after; every other list by id, which new rows sort after.
 Key = tuple[int, ...]
 Row = tuple[Key, dict[str, Any]]
+BY_DUE: Final = ("scheduled", "ready")
+# Delivery ids (and list keys) are signed 64-bit integers in every store.
+MAX_ID: Final = 2**63 - 1
+
+
+def delivery_key_size(state: str | None) -> int:
+    """How many integers a key of the deliveries listed by `state` has."""
+    return 2 if state in BY_DUE else 1
+
 
 # --- retention -----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import orjson
 
 from postbackd.delivery.model import NewDelivery, Result
 from postbackd.event import Event
-from postbackd.store.base import LaneRead, LaneRows
+from postbackd.store.base import HeldGroup, LaneRead, LaneRows
 
 # SQLite's bound-parameter limit is 32766 on current builds; stay well below it.
 _CHUNK: Final = 900
@@ -191,14 +191,14 @@ def write_results(conn: sqlite3.Connection, results: Iterable[Result], now_ms: i
         conn.executemany(_UPSERT_DEVICE, [(*a[:6], now_ms) for a in attributions])
 
 
-def held_groups(conn: sqlite3.Connection) -> list[tuple[str, str | None, str, str, int]]:
-    """Held deliveries by what decides their release: (postback_id, the postback's signing
-    account as accepted, app_id, network, count)."""
-    return conn.execute(
+def held_groups(conn: sqlite3.Connection) -> list[HeldGroup]:
+    """Held deliveries by what decides their release."""
+    rows = conn.execute(
         "SELECT postback_id, x_account_id, MIN(app_id), MIN(network), COUNT(*)"
         " FROM deliveries INDEXED BY deliveries_held_group WHERE state = 'held'"
         " GROUP BY postback_id, x_account_id"
-    ).fetchall()
+    )
+    return [HeldGroup(*row) for row in rows]
 
 
 def release_held(

@@ -9,6 +9,7 @@ from typing import Any, Final
 import orjson
 
 from postbackd import ids
+from postbackd.store.base import BY_DUE, Key
 
 _DELIVERY_COLUMNS: Final = (
     "id, event_id, postback_id, app_id, network, event_name, conversion_type, state, reason,"
@@ -58,17 +59,6 @@ def _delivery(row: dict[str, Any], now_ms: int, in_flight: Collection[int] = ())
         "last_error": row["last_error"],
         "updated_at": iso_ms(row["updated_ms"]),
     }
-
-
-# The lists' orders (api/paging.py): the pending states in their index's order, due time
-# then id, which a delivery that becomes due later sorts after; every other list by id,
-# which new rows sort after.
-BY_DUE: Final = ("scheduled", "ready")
-Key = tuple[int, ...]
-
-
-def delivery_key_size(state: str | None) -> int:
-    return 2 if state in BY_DUE else 1
 
 
 def list_deliveries(
