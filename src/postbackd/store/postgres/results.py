@@ -8,15 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from postbackd.store.base import Key, Row
-from postbackd.store.results import (
-    _DELIVERY_COLUMNS,
-    _NOT_ACCEPTED,
-    BY_DUE,
-    _claim,
-    _delivery,
-    iso_ms,
-)
+from postbackd.store.base import BY_DUE, Key, Row
+from postbackd.store.results import _DELIVERY_COLUMNS, _NOT_ACCEPTED, _claim, _delivery, iso_ms
 
 if TYPE_CHECKING:
     import asyncpg

@@ -44,7 +44,7 @@ from postbackd.store.base import (
 from postbackd.store.sealing import Sealer
 from postbackd.store.url import DatabaseUrl
 
-from . import config, deliveries, leases, results, retention
+from . import DEFAULT_LEASE_S, config, deliveries, leases, results, retention
 from .connect import COMMAND_TIMEOUT_S, open_pool, store_failure
 from .watch import ConfigWatch
 from .writer import ResultWriter
@@ -52,9 +52,6 @@ from .writer import ResultWriter
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# How long a lease lasts by default: long against a pause of the daemon (a slow commit, a
-# GC), short enough that a dead daemon's work goes out again soon.
-DEFAULT_LEASE_S: Final = 30.0
 # A failing store is logged once per this interval, not once per request.
 FAILURE_LOG_INTERVAL_S: Final = 30.0
 
