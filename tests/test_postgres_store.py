@@ -32,6 +32,8 @@ RELEASED = {
 }
 
 LEASE_S = 5.0
+# A lane position past every row: what a daemon passes once it read everything.
+END = (2**62, 0)
 
 
 def test_released_migrations_never_change() -> None:
@@ -147,17 +149,20 @@ async def test_a_lease_keeps_a_delivery_from_other_daemons_until_it_runs_out(
     assert len(first) == 4
     rest = ids_of(await b.lease_due([("acct", (0, 0), 100)], now, 100))["acct"]
     assert sorted(rest) == sorted(set(range(1, 11)) - set(first))
-    # Everything is leased: nothing for anyone, until a lease runs out.
-    assert ids_of(await b.lease_due([("acct", (0, 0), 100)], now, 100)) == {"acct": []}
+    # Everything is leased: nothing for anyone past what it read, until a lease runs out.
+    assert ids_of(await b.lease_due([("acct", END, 100)], now, 100)) == {"acct": []}
+    assert ids_of(await a.lease_due([("acct", END, 100)], now, 100)) == {"acct": []}
+    # Its own rows a daemon reads again only from before them, as from the embedded store.
+    assert ids_of(await b.lease_due([("acct", (0, 0), 100)], now, 100))["acct"] == rest
     # a renews; b does not: only b's leases run out.
     await a.renew_leases(now + 4_000)
     later = now + int(LEASE_S * 1000) + 1
-    taken = ids_of(await a.lease_due([("acct", (0, 0), 100)], later, 100))["acct"]
+    taken = ids_of(await a.lease_due([("acct", END, 100)], later, 100))["acct"]
     assert sorted(taken) == sorted(rest)
     # A result ends the lease; a release gives the delivery back at once.
     await a.write_results([result(first[0], "delivered")], later)
     await a.release_leases([first[1]])
-    again = ids_of(await b.lease_due([("acct", (0, 0), 100)], later, 100))["acct"]
+    again = ids_of(await b.lease_due([("acct", END, 100)], later, 100))["acct"]
     assert again == [first[1]]
 
 

@@ -31,6 +31,8 @@ COMMAND_TIMEOUT_S: Final = 30.0
 # The kinds (metric labels) a PostgreSQL failure is counted under.
 FAILURE_KINDS: Final = ("unreachable", "busy", "disk_full", "io_error", "closed")
 APPLICATION_NAME: Final = "postbackd"
+# Every exception the driver raises of its own (errors the server sent, and the driver's).
+DRIVER_ERRORS: Final = (pg.PostgresError, pg.InterfaceError, pg.InternalClientError)
 # Connections one daemon opens at most: ingest commits, result commits, leasing and reads
 # share them; the LISTEN connection is apart.
 POOL_SIZE: Final = 10

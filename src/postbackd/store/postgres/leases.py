@@ -35,24 +35,33 @@ if TYPE_CHECKING:
 ROUNDS: Final = 3
 
 
-def _free(now: str) -> str:
-    """A row free to lease at `now`: nobody holds it, or its holder's lease ran out."""
-    return f"(d.lease_expires_ms IS NULL OR d.lease_expires_ms <= {now})"
+def _takeable(now: str, owner: str) -> str:
+    """A row this daemon may lease at `now`: nobody holds it, or its holder's lease ran out,
+    or it holds the row itself and it lies after the lane's position (`w.after_due`,
+    `w.after_id`): the loader reads its own rows once, as from the embedded store, and
+    never again while it holds them."""
+    return (
+        f"(d.lease_expires_ms IS NULL OR d.lease_expires_ms <= {now}"
+        f" OR (d.lease_owner = {owner} AND (d.due_ms, d.id) > (w.after_due, w.after_id)))"
+    )
 
 
+# $1..$4: per lane, its name, most rows, and position (due_ms, id); $5 now; $6 this
+# daemon; $7 how long a lease lasts.
 _LEASE: Final = f"""
 WITH wanted AS (
-    SELECT lane, n FROM unnest($1::text[], $2::int[]) AS w(lane, n)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
+        AS w(lane, n, after_due, after_id)
 ), picked AS (
     SELECT p.id FROM wanted w CROSS JOIN LATERAL (
         SELECT d.id FROM deliveries d
-        WHERE d.lane = w.lane AND d.{PENDING} AND d.due_ms <= $3 AND {_free("$3")}
+        WHERE d.lane = w.lane AND d.{PENDING} AND d.due_ms <= $5 AND {_takeable("$5", "$6")}
         ORDER BY d.due_ms, d.id
         LIMIT w.n
         FOR UPDATE OF d SKIP LOCKED
     ) p
 )
-UPDATE deliveries d SET lease_owner = $4, lease_expires_ms = $3::bigint + $5::bigint
+UPDATE deliveries d SET lease_owner = $6, lease_expires_ms = $5::bigint + $7::bigint
 FROM picked, events e
 WHERE d.id = picked.id AND e.event_id = d.event_id
 RETURNING d.id, d.event_id, d.postback_id, d.app_id, d.network, d.event_name, d.x_app_id,
@@ -60,18 +69,21 @@ RETURNING d.id, d.event_id, d.postback_id, d.app_id, d.network, d.event_name, d.
     d.due_ms, d.lane, e.body
 """
 
-# When a lane that gave fewer rows than asked has work again: its earliest free pending
-# row, or the earliest lease in it to run out (a dead daemon's rows come back then). One
-# index seek each (deliveries_lane, deliveries_lease_expiry).
+# When a lane that gave fewer rows than asked has work again: its earliest row it may
+# lease (after what was just read, for its own), or the earliest lease of another daemon
+# in it to run out (a dead daemon's rows come back then). One index seek each
+# (deliveries_lane, deliveries_lease_expiry). $1..$3: per lane, its name and the position
+# after its last row read; $4 now; $5 this daemon.
 _NEXT: Final = f"""
 SELECT w.lane, LEAST(
     (SELECT d.due_ms FROM deliveries d
-     WHERE d.lane = w.lane AND d.{PENDING} AND {_free("$2")}
+     WHERE d.lane = w.lane AND d.{PENDING} AND {_takeable("$4", "$5")}
      ORDER BY d.due_ms, d.id LIMIT 1),
     (SELECT d.lease_expires_ms FROM deliveries d
-     WHERE d.lane = w.lane AND d.lease_owner IS NOT NULL AND d.lease_expires_ms > $2
+     WHERE d.lane = w.lane AND d.lease_owner IS NOT NULL AND d.lease_owner <> $5
+         AND d.lease_expires_ms > $4
      ORDER BY d.lease_expires_ms LIMIT 1)
-) FROM unnest($1::text[]) AS w(lane)
+) FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(lane, after_due, after_id)
 """
 
 
@@ -105,13 +117,14 @@ async def lease_due(
     max_rows: int,
     lease_ms: int,
 ) -> list[LaneRows]:
-    """Lease each lane's due deliveries (the cursor of `reads` is not used: a shared
-    store hands out the earliest free rows, which may lie before it: a dead daemon's, or
-    ones another daemon released or accepted meanwhile).
+    """Lease each lane's due deliveries: the free ones wherever they lie (before the
+    lane's position too: a dead daemon's, ones another daemon released or accepted
+    meanwhile), and this daemon's own after the position.
 
     The batch is split evenly among the lanes; what a lane with less due work leaves goes
     to the others in a further round (at most ROUNDS statements in all)."""
     wanted = {lane: n for lane, _, n in reads if n > 0}
+    after = {lane: cursor for lane, cursor, n in reads if n > 0}
     found: dict[str, list[DeliveryRow]] = {lane: [] for lane in wanted}
     exhausted: set[str] = set()  # gave fewer rows than its cut: nothing more due now
     left = max_rows
@@ -122,17 +135,36 @@ async def lease_due(
         if not asked:
             break
         records = await conn.fetch(
-            _LEASE, [a[0] for a in asked], [a[1] for a in asked], now_ms, owner, lease_ms
+            _LEASE,
+            [ln for ln, _ in asked],
+            [n for _, n in asked],
+            [after[ln][0] for ln, _ in asked],
+            [after[ln][1] for ln, _ in asked],
+            now_ms,
+            owner,
+            lease_ms,
         )
         got: dict[str, int] = {}
         for record in records:
-            found[record["lane"]].append(tuple(record))
-            got[record["lane"]] = got.get(record["lane"], 0) + 1
+            row: DeliveryRow = tuple(record)
+            lane = row[13]
+            found[lane].append(row)
+            got[lane] = got.get(lane, 0) + 1
+            # Read now, so held from here on: the next round starts after it.
+            after[lane] = max(after[lane], (row[12], row[0]))
         left -= len(records)
         exhausted.update(ln for ln, n in asked if got.get(ln, 0) < n)
     next_due: dict[str, int | None] = {}
     if exhausted:
-        for lane, due in await conn.fetch(_NEXT, sorted(exhausted), now_ms):
+        lanes = sorted(exhausted)
+        for lane, due in await conn.fetch(
+            _NEXT,
+            lanes,
+            [after[ln][0] for ln in lanes],
+            [after[ln][1] for ln in lanes],
+            now_ms,
+            owner,
+        ):
             next_due[lane] = None if due is None else int(due)
     out: list[LaneRows] = []
     for lane in wanted:

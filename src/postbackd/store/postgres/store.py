@@ -22,6 +22,7 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import asyncpg
@@ -45,7 +46,7 @@ from postbackd.store.sealing import Sealer
 from postbackd.store.url import DatabaseUrl
 
 from . import DEFAULT_LEASE_S, config, deliveries, leases, results, retention
-from .connect import COMMAND_TIMEOUT_S, open_pool, store_failure
+from .connect import COMMAND_TIMEOUT_S, DRIVER_ERRORS, open_pool, store_failure
 from .watch import ConfigWatch
 from .writer import ResultWriter
 
@@ -86,13 +87,16 @@ class PostgresStore:
         self._watch: ConfigWatch | None = None
         self._failing = False
         self._closed = False
+        self._size_bytes = 0
         self._warn = RateLimitedLog(log, FAILURE_LOG_INTERVAL_S)
 
     # --- life ----------------------------------------------------------------------------
 
     async def open(self) -> None:
         self._pool = await open_pool(self._database)
-        self._writer = ResultWriter(self._transaction, on_fatal=self._on_fatal)
+        self._writer = ResultWriter(
+            partial(self._transaction, strict=False), on_fatal=self._on_fatal
+        )
         self._writer.start()
         self._watch = ConfigWatch(self._database, self.owner)
 
@@ -121,13 +125,24 @@ class PostgresStore:
         return not self._failing and not self._closed
 
     async def size_bytes(self) -> int:
-        return await self._read(lambda c: c.fetchval("SELECT pg_database_size(current_database())"))
+        """The database's size; once closed, the last one measured."""
+        if not self._closed:
+            self._size_bytes = int(
+                await self._read(
+                    lambda c: c.fetchval("SELECT pg_database_size(current_database())")
+                )
+            )
+        return self._size_bytes
 
     # --- failures ------------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[[Conn], Awaitable[T]], *, write: bool) -> T:
+    async def _call(
+        self, fn: Callable[[Conn], Awaitable[T]], *, write: bool, strict: bool = True
+    ) -> T:
         """Run `fn` on a pooled connection; a failure of the store becomes StoreUnavailable
-        (and, for a write, makes the store unhealthy until a write succeeds)."""
+        (and, for a write, makes the store unhealthy until a write succeeds). Another error
+        of the driver becomes StoreUnavailable too, unless `strict` is False: then it is
+        raised as it is (the result writer tells a bad job from a failing store)."""
         if self._closed or self._pool is None:
             raise StoreUnavailable("the store is closed", kind="closed")
         try:
@@ -138,7 +153,12 @@ class PostgresStore:
         except Exception as exc:
             failure = store_failure(exc)
             if failure is None:
-                raise
+                if not strict or not isinstance(exc, DRIVER_ERRORS):
+                    raise
+                # Not the store's fault (a constraint, a value out of range), but no
+                # driver's exception leaves a store (store/base.py): the store's health
+                # is not touched.
+                raise StoreUnavailable(f"the store failed: {exc}", kind="io_error") from exc
             if write:
                 self.failed(failure)
             raise failure from exc
@@ -152,12 +172,12 @@ class PostgresStore:
     async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         return await self._call(fn, write=True)
 
-    async def _transaction(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _transaction(self, fn: Callable[[Conn], Awaitable[T]], strict: bool = True) -> T:
         async def run(conn: Conn) -> T:
             async with conn.transaction():
                 return await fn(conn)
 
-        return await self._write(run)
+        return await self._call(run, write=True, strict=strict)
 
     def failed(self, failure: StoreUnavailable) -> None:
         if not self._failing:

@@ -86,7 +86,7 @@ class ResultWriter:
         except Exception as exc:
             if len(batch) == 1:
                 log.error("delivery results could not be written", exc_info=exc)
-                _settle(batch, exc)
+                _settle(batch, StoreUnavailable(f"the store failed: {exc}", kind="io_error"))
                 return
             for job in batch:  # one bad job must not cost the others
                 await self._commit([job])
