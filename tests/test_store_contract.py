@@ -12,6 +12,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 import factories
+from pgproc import pg_server, pg_url
 from postbackd.delivery.model import Attribution, Claim, Delivery, NewDelivery, Result
 from postbackd.errors import StoreUnavailable
 from postbackd.event import Event
@@ -21,18 +22,20 @@ from postbackd.store.factory import create_store
 from postbackd.store.sealing import SecretKeyError
 from storekit import APP, delivery, event
 
+__all__ = ["pg_server", "pg_url"]  # fixtures of the PostgreSQL store
+
 # Each store the contract runs on; a store adds its name here and its settings below.
-STORES = ["sqlite"]
+STORES = ["sqlite", "postgresql"]
 NOW = 1_800_000_000_000
 DAY_MS = 86_400_000
 LATE = "2026-11-21T08:00:00.000Z"
 EARLY = "2026-11-20T08:00:00.000Z"
 
 
-def store_settings(kind: str, tmp_path: Path, **kw: object) -> Settings:
-    if kind == "sqlite":
-        return Settings(data_dir=tmp_path / "data", **kw)  # type: ignore[arg-type]
-    raise AssertionError(f"no settings for the {kind} store")
+def store_settings(database_url: str | None, tmp_path: Path, **kw: object) -> Settings:
+    """The settings of a store: the embedded one in the data dir when `database_url` is
+    None, else the database it names."""
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=STORES)
@@ -41,8 +44,19 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
-    opened = create_store(store_settings(kind, tmp_path))
+def database_url(kind: str, request: pytest.FixtureRequest) -> str | None:
+    """None for the embedded store; a fresh database of the session's PostgreSQL server
+    (tests/pgproc.py) for the shared one."""
+    if kind == "sqlite":
+        return None
+    if kind == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    raise AssertionError(f"no settings for the {kind} store")
+
+
+@pytest.fixture
+async def store(database_url: str | None, tmp_path: Path) -> AsyncIterator[Store]:
+    opened = create_store(store_settings(database_url, tmp_path))
     await opened.open()
     try:
         yield opened
@@ -119,8 +133,10 @@ async def test_accept_stores_fresh_events_and_tells_duplicates(store: Store) -> 
     assert await store.event_details("ev-9", NOW) is None
 
 
-async def test_new_ids_never_reuse_old_ones_across_a_reopen(kind: str, tmp_path: Path) -> None:
-    settings = store_settings(kind, tmp_path)
+async def test_new_ids_never_reuse_old_ones_across_a_reopen(
+    database_url: str | None, tmp_path: Path
+) -> None:
+    settings = store_settings(database_url, tmp_path)
     first = create_store(settings)
     await first.open()
     await first.accept(planned((1, [delivery("a", NOW)] * 3)), NOW)
@@ -374,10 +390,10 @@ async def test_a_failed_change_applies_nothing(store: Store) -> None:
 
 
 async def test_tokens_are_sealed_with_the_key_and_refused_without_it(
-    kind: str, tmp_path: Path
+    database_url: str | None, tmp_path: Path
 ) -> None:
     key = Fernet.generate_key().decode()
-    sealed = create_store(store_settings(kind, tmp_path, secret_key=key))
+    sealed = create_store(store_settings(database_url, tmp_path, secret_key=key))
     await sealed.open()
     try:
         await sealed.apply([("insert", factories.account(access_token="tok-secret-1"))])
@@ -386,7 +402,7 @@ async def test_tokens_are_sealed_with_the_key_and_refused_without_it(
     finally:
         await sealed.close()
     for keys in (None, Fernet.generate_key().decode()):
-        other = create_store(store_settings(kind, tmp_path, secret_key=keys))
+        other = create_store(store_settings(database_url, tmp_path, secret_key=keys))
         await other.open()
         try:
             with pytest.raises(SecretKeyError):
