@@ -58,7 +58,12 @@ def _serve(args: argparse.Namespace) -> int:
     from postbackd import daemon, logs
 
     conf = settings.Settings.load(flags=vars(args))
-    logs.configure_logging(conf.log_level, conf.log_format, file=conf.log_file)
+    try:
+        logs.configure_logging(conf.log_level, conf.log_format, file=conf.log_file)
+    except OSError as e:
+        raise settings.SettingsError(
+            f"log_file: cannot open {conf.log_file}: {e.strerror}"
+        ) from None
     secrets = [conf.x_consumer_secret, conf.x_hmac_key, conf.api_token, conf.secret_key]
     if (stream := conf.event_stream) is not None:
         secrets.append(stream.password)
