@@ -36,6 +36,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import Final, NoReturn
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from postbackd import logs
 from postbackd.errors import PostbackdError
@@ -88,13 +89,22 @@ def listen_socket(settings: Settings) -> socket.socket:
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:
-    """Worker `index`'s settings: its own metrics port (`metrics_listen` + index)."""
+    """Worker `index`'s settings: its own metrics port (`metrics_listen` + index), and its
+    own member of the stream's consumer group when `event_stream_url` names one (`consumer=`
+    + `-index`): two processes as one member would take each other's pending entries."""
+    metrics_listen, stream_url = settings.metrics_listen, settings.event_stream_url
     metrics_at = settings.metrics_host_port
-    if metrics_at is None or metrics_at[1] == 0:
-        return settings
-    host, port = metrics_at
-    shown = f"[{host}]" if ":" in host else host
-    return dataclasses.replace(settings, metrics_listen=f"{shown}:{port + index}")
+    if metrics_at is not None and metrics_at[1] != 0:
+        host, port = metrics_at
+        shown = f"[{host}]" if ":" in host else host
+        metrics_listen = f"{shown}:{port + index}"
+    if stream_url is not None:
+        parts = urlsplit(stream_url)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        if any(key == "consumer" for key, _ in pairs):
+            query = urlencode([(k, f"{v}-{index}" if k == "consumer" else v) for k, v in pairs])
+            stream_url = urlunsplit(parts._replace(query=query))
+    return dataclasses.replace(settings, metrics_listen=metrics_listen, event_stream_url=stream_url)
 
 
 def supervise(settings: Settings) -> int:
