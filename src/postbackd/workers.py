@@ -193,6 +193,8 @@ def _reap(settings: Settings, sock: socket.socket, state: _State, wake: tuple[in
         if worker is None:
             continue
         if worker.ready_pipe is not None:
+            # Ready and dead since the last look: the pipe still holds its word.
+            worker.ready = os.read(worker.ready_pipe, 1) == _READY
             os.close(worker.ready_pipe)
         code = os.waitstatus_to_exitcode(status)
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
@@ -226,6 +228,7 @@ def _start(
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
+        signal.set_wakeup_fd(-1)  # the parent's pipe: closed next
         os.close(ready_read)
         for fd in wake:
             os.close(fd)
@@ -255,7 +258,6 @@ def _worker(
     """The forked child: one whole daemon on the shared socket; never returns."""
     from postbackd import daemon
 
-    signal.set_wakeup_fd(-1)
     for sig in _SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     _stop_with_parent(parent)
