@@ -208,8 +208,19 @@ async def test_two_workers_answer_on_one_port_and_one_killed_loses_nothing(
 ) -> None:
     # Answers slow enough that each worker has requests at X, and leases on more.
     mock = await start_mock("--latency", "fixed:50")
+    url = f"{pg_url}?lease_s={LEASE_S}"
+    # The configuration first, through a daemon of its own: both workers load it at start.
+    # (Made through one worker, it would reach the other a moment later, and an event that
+    # worker took meanwhile would rightly have no delivery.)
+    seeder = await start_daemon(tmp_path / "seed", mock.url, database_url=url)
+    try:
+        async with client(seeder) as api:
+            app_id = (await seed_config(api))["app"]["id"]
+        assert await seeder.stop() == 0, seeder.log
+    finally:
+        await seeder.kill()
     daemon = await start_daemon(
-        tmp_path / "data", mock.url, database_url=f"{pg_url}?lease_s={LEASE_S}", workers=2,
+        tmp_path / "data", mock.url, database_url=url, workers=2,
         metrics_listen="127.0.0.1:0", x_max_connections=SLOTS, x_account_max_in_flight=SLOTS,
         **FAST_RETRY,
     )  # fmt: skip
@@ -218,7 +229,6 @@ async def test_two_workers_answer_on_one_port_and_one_killed_loses_nothing(
         ports = await wait_for(lambda: _metrics_ports(daemon), timeout_s=START_TIMEOUT_S)
         async with client(daemon) as api, aiohttp.ClientSession() as session:
             own = [Api(session, ports[n]) for n in (0, 1)]
-            app_id = (await seed_config(api))["app"]["id"]
             # Requests at once, each on a connection of its own: the kernel gives each
             # connection to one worker, whichever accepts it first.
             sent = 0
