@@ -103,6 +103,17 @@ async def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> Non
     assert_one_clear_line(stderr, str(blocker / "data"))
 
 
+async def test_a_log_file_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
+    log_file = tmp_path / "missing" / "postbackd.log"
+    code, stderr = await run_serve({
+        "POSTBACKD_DATA_DIR": str(tmp_path / "data"),
+        "POSTBACKD_LISTEN": "127.0.0.1:0",
+        "POSTBACKD_LOG_FILE": str(log_file),
+    })  # fmt: skip
+    assert code == 2
+    assert_one_clear_line(stderr, "log_file", str(log_file), "No such file or directory")
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("postbackd.store.postgres") is not None,
     reason="this postbackd has the PostgreSQL store",

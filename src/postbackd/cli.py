@@ -59,7 +59,12 @@ def _serve(args: argparse.Namespace) -> int:
     from postbackd import daemon, logs
 
     conf = settings.Settings.load(flags=vars(args))
-    logs.configure_logging(conf.log_level, conf.log_format, file=conf.log_file)
+    try:
+        logs.configure_logging(conf.log_level, conf.log_format, file=conf.log_file)
+    except OSError as e:
+        raise settings.SettingsError(
+            f"log_file: cannot open {conf.log_file}: {e.strerror}"
+        ) from None
     secrets = [conf.x_consumer_secret, conf.x_hmac_key, conf.api_token, conf.secret_key]
     if (stream := conf.event_stream) is not None:
         secrets.append(stream.password)
@@ -69,6 +74,10 @@ def _serve(args: argparse.Namespace) -> int:
     if path is not None and (warning := settings.exposed_secrets_warning(path)):
         logging.getLogger("postbackd.settings").warning("%s", warning)
     _tune_gc()
+    if conf.workers > 1:
+        from postbackd import workers
+
+        return workers.supervise(conf)
     return daemon.run(conf)
 
 
@@ -395,10 +404,26 @@ def build_parser() -> argparse.ArgumentParser:
         summary="run the daemon (admin API, ingest, delivery to X, metrics)",
         description="Run the postbackd daemon until SIGTERM or SIGINT. Settings come from "
         "flags, then POSTBACKD_* environment variables, then the --config TOML file, then "
-        "the defaults shown below.",
+        "the defaults shown below.\n\n"
+        "--workers N runs N daemons on this host under one supervising process. They share "
+        "the listening socket (the kernel gives each new connection to one of them) and "
+        "the store, so it needs a PostgreSQL --database-url: on the embedded SQLite store it "
+        "is refused (exit 2). A worker that fails to start stops the others and the "
+        "supervisor exits with its status (what stopped it would stop a replacement too); a "
+        "worker that ends later (killed, out of memory) is logged and replaced at once, its "
+        "leased deliveries going out from the others when the leases run out. SIGTERM or "
+        "SIGINT: every worker drains as one daemon does, and the supervisor exits when they "
+        "have ended, 0 when each ended cleanly. SIGHUP reaches every worker. Log lines of a "
+        "worker carry worker=N.\n\n"
+        "Metrics: /metrics on the shared port answers from whichever worker took the "
+        "connection, with that worker's figures only. Scrape each worker on its own port "
+        "instead: with --metrics-listen HOST:PORT worker N serves /metrics, /healthz and "
+        "/readyz on PORT+N (one scrape target per worker; Prometheus sums them).",
         example="export POSTBACKD_X_CONSUMER_KEY=... POSTBACKD_X_CONSUMER_SECRET=... "
         "POSTBACKD_X_HMAC_KEY=...\npostbackd serve --listen 127.0.0.1:8080 --data-dir "
-        "/var/lib/postbackd",
+        "/var/lib/postbackd\n"
+        "POSTBACKD_DATABASE_URL=postgresql://postbackd:...@db:5432/postbackd \\\n"
+        "  postbackd serve --workers 4 --listen 0.0.0.0:8080 --metrics-listen 127.0.0.1:9100",
         add_arguments=settings.add_arguments,
         run=_serve,
     )

@@ -16,7 +16,9 @@ import contextlib
 import errno
 import logging
 import signal
+import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 import uvloop
@@ -24,7 +26,7 @@ from aiohttp import web
 
 from postbackd import __version__, logs
 from postbackd.admission import Admission
-from postbackd.api.app import make_app
+from postbackd.api.app import make_app, make_metrics_app
 from postbackd.api.ingest import IngestRoute
 from postbackd.api.results import ResultRoutes
 from postbackd.catalog import Catalog
@@ -62,14 +64,24 @@ class StartupError(PostbackdError):
 class Daemon:
     """One running postbackd: its store, its configuration, its X client and its server."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        *,
+        listen_socket: socket.socket | None = None,
+    ) -> None:
+        """`listen_socket`: a listening socket to serve on instead of binding `listen`
+        (the one a `serve --workers` parent shares among its workers)."""
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.ready = False
         self.port: int | None = None
         self.store: Store | None = None
         self._x: XClient | None = None
+        self._socket = listen_socket
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._depth_task: asyncio.Task[None] | None = None
         self._janitor_task: asyncio.Task[None] | None = None
         self._stream: StreamSource | None = None
@@ -98,7 +110,7 @@ class Daemon:
         except BaseException as exc:
             await self._close()
             if isinstance(exc, PostbackdError | OSError):
-                raise StartupError(_startup_reason(exc, self.settings)) from exc
+                raise StartupError(startup_reason(exc, self.settings)) from exc
             raise
 
     async def _start(self) -> None:
@@ -155,10 +167,16 @@ class Daemon:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = s.listen_host_port
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        site: web.BaseSite
+        if self._socket is not None:
+            site = web.SockSite(self._runner, self._socket)
+        else:
+            site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
         # Port 0 asks the OS for a free port; the runner knows which one it got.
         self.port = int(self._runner.addresses[0][1])
+        if (metrics_at := s.metrics_host_port) is not None:
+            await self._serve_metrics(*metrics_at)
         self._update_account_gauge()
         self.catalog.subscribe(lambda _: self._update_account_gauge())
         await engine.start()
@@ -186,6 +204,17 @@ class Daemon:
             counts["ready"] + counts["scheduled"],
             counts.get("held", 0),
             counts.get("dead", 0),
+        )
+
+    async def _serve_metrics(self, host: str, port: int) -> None:
+        app = make_metrics_app(self.metrics, lambda: self.is_ready)
+        self._metrics_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._metrics_runner.setup()
+        await web.TCPSite(self._metrics_runner, host, port, reuse_address=True).start()
+        log.info(
+            "metrics of this process on http://%s:%d/metrics",
+            host,
+            self._metrics_runner.addresses[0][1],
         )
 
     def _part_ended(self, task: asyncio.Task[None]) -> None:
@@ -283,9 +312,12 @@ class Daemon:
         if self._x is not None:
             await self._x.close()
             self._x = None
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
 
 
-def _startup_reason(exc: BaseException, settings: Settings) -> str:
+def startup_reason(exc: BaseException, settings: Settings) -> str:
     """One line saying why the daemon could not start, for an operator."""
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return f"cannot listen on {settings.listen}: the address is in use"
@@ -306,10 +338,19 @@ def _reopen_log() -> None:
         log.info("SIGHUP: no log_file to reopen (the log goes to stderr); still running")
 
 
-async def serve(settings: Settings, shutdown: asyncio.Event) -> int:
-    """Run until `shutdown` is set (0) or the daemon cannot go on (EXIT_FATAL)."""
-    daemon = Daemon(settings)
+async def serve(
+    settings: Settings,
+    shutdown: asyncio.Event,
+    *,
+    listen_socket: socket.socket | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
+    """Run until `shutdown` is set (0) or the daemon cannot go on (EXIT_FATAL); `on_ready`
+    is called once the daemon has started."""
+    daemon = Daemon(settings, listen_socket=listen_socket)
     await daemon.start()
+    if on_ready is not None:
+        on_ready()
     assert daemon.fatal is not None
     stop: asyncio.Future[object] = asyncio.ensure_future(shutdown.wait())
     fatal: asyncio.Future[object] = daemon.fatal  # type: ignore[assignment]
@@ -324,7 +365,12 @@ async def serve(settings: Settings, shutdown: asyncio.Event) -> int:
     return 0
 
 
-def run(settings: Settings) -> int:
+def run(
+    settings: Settings,
+    *,
+    listen_socket: socket.socket | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
     """Run the daemon on uvloop until SIGTERM or SIGINT; the exit status."""
 
     async def main() -> int:
@@ -333,7 +379,7 @@ def run(settings: Settings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown.set)
         loop.add_signal_handler(signal.SIGHUP, _reopen_log)
-        return await serve(settings, shutdown)
+        return await serve(settings, shutdown, listen_socket=listen_socket, on_ready=on_ready)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main())

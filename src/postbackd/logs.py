@@ -199,6 +199,23 @@ def configure_logging(
     quiet_client_mistakes()
 
 
+class _Tags(logging.Filter):
+    def __init__(self, tags: Mapping[str, object]) -> None:
+        super().__init__()
+        self._tags = dict(tags)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.fields = {**self._tags, **getattr(record, "fields", {})}
+        return True
+
+
+def tag_records(**tags: object) -> None:
+    """Give every record from now on these fields (a worker of `serve --workers` its
+    number), so that the lines of processes sharing one log tell which wrote them."""
+    for handler in logging.getLogger(ROOT_LOGGER).handlers:
+        handler.addFilter(_Tags(tags))
+
+
 def reopen_log_file() -> bool:
     """Open the log file again (after a rotation); False when logging goes to a stream."""
     reopened = False

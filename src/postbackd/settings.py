@@ -362,6 +362,23 @@ class Settings:
             secret=True,
         ),
     )
+    workers: int = field(
+        default=1,
+        metadata=_meta(
+            "processes of `serve` sharing the listen socket, each a whole daemon on the shared "
+            "store, under one supervising parent; more than 1 needs a PostgreSQL database_url",
+            _at_least(1),
+        ),
+    )
+    metrics_listen: str | None = field(
+        default=None,
+        metadata=_meta(
+            "address of a listener of its own for /metrics, /healthz and /readyz (this "
+            "process's figures alone); with workers, worker N (from 0) takes its port + N",
+            _listen,
+            metavar="HOST:PORT",
+        ),
+    )
 
     @property
     def account_max_in_flight(self) -> int:
@@ -392,6 +409,11 @@ class Settings:
     def event_stream(self) -> StreamConfig | None:
         """`event_stream_url` parsed (checked when the settings were loaded); None when unset."""
         return StreamConfig.from_url(self.event_stream_url) if self.event_stream_url else None
+
+    @property
+    def metrics_host_port(self) -> tuple[str, int] | None:
+        """`metrics_listen` split; None when unset."""
+        return _split_host_port(self.metrics_listen) if self.metrics_listen else None
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -429,6 +451,19 @@ class Settings:
 
     def check(self) -> None:
         """Rules between settings."""
+        if self.workers > 1 and self.database.kind == "sqlite":
+            raise SettingsError(
+                f"--workers {self.workers}: more than one worker needs a PostgreSQL "
+                "database_url; the embedded SQLite store (database_url unset or sqlite:) is "
+                "held by one process"
+            )
+        if self.metrics_listen is not None:
+            _, port = _split_host_port(self.metrics_listen)
+            if port and port + self.workers - 1 > 65535:
+                raise SettingsError(
+                    f"metrics_listen: port {port} + {self.workers - 1} (one port per worker) "
+                    "is beyond 65535"
+                )
         if self.x_account_max_in_flight > self.x_max_connections:
             raise SettingsError(
                 f"x_account_max_in_flight ({self.x_account_max_in_flight}) must not exceed "

@@ -43,16 +43,7 @@ def make_app(
     results.add_to(app)
     app.router.add_post("/track/json", ingest.handle)
 
-    async def healthz(_: web.Request) -> web.Response:
-        return json_response({"status": "ok"})
-
-    async def readyz(_: web.Request) -> web.Response:
-        ready = is_ready()
-        return json_response({"ready": ready}, status=200 if ready else 503)
-
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    _add_health_routes(app, metrics, is_ready)
     # Made once: it describes the routes and settings of this process, which do not change.
     description = document(max_body_bytes=max_body_bytes, max_items=ingest.max_items)
 
@@ -69,3 +60,26 @@ def make_app(
         ),
     )
     return app
+
+
+def make_metrics_app(metrics: Metrics, is_ready: Callable[[], bool]) -> web.Application:
+    """`/metrics`, `/healthz` and `/readyz` alone, for `metrics_listen`: the figures of this
+    process only, where the main port may be shared by several workers."""
+    app = web.Application(middlewares=[errors_middleware])
+    _add_health_routes(app, metrics, is_ready)
+    return app
+
+
+def _add_health_routes(
+    app: web.Application, metrics: Metrics, is_ready: Callable[[], bool]
+) -> None:
+    async def healthz(_: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready = is_ready()
+        return json_response({"ready": ready}, status=200 if ready else 503)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
