@@ -47,8 +47,33 @@ def _takeable(now: str, owner: str) -> str:
     )
 
 
+def _candidates(column: str, now: str, owner: str, limit: str) -> str:
+    """The rows of lane `w.lane` this daemon may take, as up to three index range reads of
+    at most `limit` rows each (`column` of each): the free ones in due order (the partial
+    index deliveries_free), its own after the lane's position (deliveries_owned), and
+    those whose lease ran out (deliveries_lease_expiry). One scan of the lane's pending
+    rows with `_takeable` as a filter would step over every row leased before the first
+    free one: all that the daemons hold in memory, at each read."""
+    return f"""
+        (SELECT f.{column} FROM deliveries f
+         WHERE f.lane = w.lane AND f.{PENDING} AND f.lease_owner IS NULL AND f.due_ms <= {now}
+         ORDER BY f.due_ms, f.id LIMIT {limit})
+        UNION ALL
+        (SELECT o.{column} FROM deliveries o
+         WHERE o.lease_owner = {owner} AND o.lane = w.lane AND o.{PENDING}
+             AND (o.due_ms, o.id) > (w.after_due, w.after_id) AND o.due_ms <= {now}
+         ORDER BY o.due_ms, o.id LIMIT {limit})
+        UNION ALL
+        (SELECT x.{column} FROM deliveries x
+         WHERE x.lane = w.lane AND x.lease_owner IS NOT NULL AND x.lease_expires_ms <= {now}
+             AND x.{PENDING} AND x.due_ms <= {now}
+         ORDER BY x.lease_expires_ms LIMIT {limit})"""
+
+
 # $1..$4: per lane, its name, most rows, and position (due_ms, id); $5 now; $6 this
-# daemon; $7 how long a lease lasts.
+# daemon; $7 how long a lease lasts. The candidates are read without locks; the rows
+# leased are then locked and checked again (a row another daemon leased meanwhile is
+# skipped, or no longer takeable once its lease committed).
 _LEASE: Final = f"""
 WITH wanted AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
@@ -56,7 +81,8 @@ WITH wanted AS (
 ), picked AS (
     SELECT p.id FROM wanted w CROSS JOIN LATERAL (
         SELECT d.id FROM deliveries d
-        WHERE d.lane = w.lane AND d.{PENDING} AND d.due_ms <= $5 AND {_takeable("$5", "$6")}
+        WHERE d.id = ANY(ARRAY({_candidates("id", "$5", "$6", "w.n")}))
+            AND d.lane = w.lane AND d.{PENDING} AND d.due_ms <= $5 AND {_takeable("$5", "$6")}
         ORDER BY d.due_ms, d.id
         LIMIT w.n
         FOR UPDATE OF d SKIP LOCKED
@@ -70,20 +96,28 @@ RETURNING d.id, d.event_id, d.postback_id, d.app_id, d.network, d.event_name, d.
     d.due_ms, d.lane, e.body
 """
 
-# When a lane that gave fewer rows than asked has work again: its earliest row it may
-# lease (after what was just read, for its own), or the earliest lease of another daemon
-# in it to run out (a dead daemon's rows come back then). One index seek each
-# (deliveries_lane, deliveries_lease_expiry). $1..$3: per lane, its name and the position
-# after its last row read; $4 now; $5 this daemon.
+# When a lane that gave fewer rows than asked has work again: its earliest row free or its
+# own after what was just read (one index seek each), or the earliest lease of another
+# daemon in it to run out (a dead daemon's rows come back then; this reads past this
+# daemon's own leases in the lane, but only when a lane ran dry). $1..$3: per lane, its
+# name and the position after its last row read; $4 now; $5 this daemon.
 _NEXT: Final = f"""
 SELECT w.lane, LEAST(
-    (SELECT d.due_ms FROM deliveries d
-     WHERE d.lane = w.lane AND d.{PENDING} AND {_takeable("$4", "$5")}
-     ORDER BY d.due_ms, d.id LIMIT 1),
+    (SELECT f.due_ms FROM deliveries f
+     WHERE f.lane = w.lane AND f.{PENDING} AND f.lease_owner IS NULL
+     ORDER BY f.due_ms, f.id LIMIT 1),
+    (SELECT o.due_ms FROM deliveries o
+     WHERE o.lease_owner = $5 AND o.lane = w.lane AND o.{PENDING}
+         AND (o.due_ms, o.id) > (w.after_due, w.after_id)
+     ORDER BY o.due_ms, o.id LIMIT 1),
     (SELECT d.lease_expires_ms FROM deliveries d
      WHERE d.lane = w.lane AND d.lease_owner IS NOT NULL AND d.lease_owner <> $5
          AND d.lease_expires_ms > $4
-     ORDER BY d.lease_expires_ms LIMIT 1)
+     ORDER BY d.lease_expires_ms LIMIT 1),
+    (SELECT x.due_ms FROM deliveries x
+     WHERE x.lane = w.lane AND x.lease_owner IS NOT NULL AND x.lease_expires_ms <= $4
+         AND x.{PENDING}
+     ORDER BY x.due_ms LIMIT 1)
 ) FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(lane, after_due, after_id)
 """
 

@@ -202,6 +202,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX devices_attributed ON devices(attributed_ms);
     """,
+    # 2: the leasing reads seek what a daemon may take instead of stepping over what the
+    # daemons hold: the free pending rows of a lane in due order, and a daemon's own leases
+    # by lane in due order (which also serves renewing and releasing by owner, as
+    # deliveries_leased did).
+    """
+    CREATE INDEX deliveries_free ON deliveries(lane, due_ms, id)
+        WHERE state IN ('scheduled', 'ready') AND lease_owner IS NULL;
+    CREATE INDEX deliveries_owned ON deliveries(lease_owner, lane, due_ms, id)
+        WHERE lease_owner IS NOT NULL;
+    DROP INDEX deliveries_leased;
+    """,
 )
 
 
