@@ -14,7 +14,7 @@ import pytest
 
 from factories import account, app
 from pgproc import PASSWORD, PostgresServer, pg_server, pg_url
-from postbackd.delivery.model import Result
+from postbackd.delivery.model import Attribution, Claim, Result
 from postbackd.errors import StoreUnavailable
 from postbackd.store.base import STORE_ERROR_KINDS, LaneRows
 from postbackd.store.postgres import DEFAULT_LEASE_S, BadDatabaseUrl, own_parameters
@@ -24,7 +24,7 @@ from postbackd.store.postgres.migrations import MIGRATIONS, MigrationError, chec
 from postbackd.store.postgres.store import PostgresStore
 from postbackd.store.url import DatabaseUrl
 from redisproc import free_port
-from storekit import delivery, event
+from storekit import APP, delivery, event
 
 __all__ = ["pg_server", "pg_url"]  # fixtures
 
@@ -210,6 +210,40 @@ def result(delivery_id: int, state: str, **kw: Any) -> Result:
         "last_error": None,
     } | kw
     return Result(**values)
+
+
+async def test_results_queued_together_are_written_as_one_after_the_other(
+    stores: Callable[..., Any],
+) -> None:
+    """Jobs queued while a commit runs go in one transaction, in one statement per table:
+    what they leave is what writing them one after the other leaves."""
+    a = await stores()
+    await a.accept(accepted_rows(2, "acct", 1_000), 1_000)
+    late, early = "2026-11-21T08:00:00.000Z", "2026-11-20T08:00:00.000Z"
+
+    def seen(event_id: str, network: str, tracker: str, when: str) -> Attribution:
+        return Attribution(APP, "dev-1", network, tracker, "CLICK", when, event_id)
+
+    claim = Claim("ev-0", APP, "x_ios", "kotr1", "attributed", "click", "CLICK", late,
+                  "Winter", b"[]")  # fmt: skip
+    # Submitted back to back: the writer takes them in one commit.
+    first = a.write_results(
+        [result(1, "scheduled", due_ms=9_000, claim=claim,
+                attribution=seen("ev-0", "x_ios", "kotr1", late))],
+        2_000,
+    )  # fmt: skip
+    second = a.write_results(
+        [result(1, "delivered", attempts=2, attribution=seen("ev-0", "x_and", "kotr2", early)),
+         result(2, "delivered", attribution=seen("ev-1", "x_and", "kotr3", late))],
+        3_000,
+    )  # fmt: skip
+    await asyncio.gather(first, second)
+    details = await a.event_details("ev-0", 3_000)
+    assert [(d["state"], d["attempts"]) for d in details["deliveries"]] == [("delivered", 2)]
+    assert [c["tracker_id"] for c in details["claims"]] == ["kotr1"]
+    # The latest engagement wins; of two equally late, the later result.
+    assert await a.device_attributions(APP, ["dev-1"]) == {"dev-1": ("x_and", late, 3_000)}
+    assert len(await a.list_attributions(APP, None, None, 10)) == 3
 
 
 async def test_a_configuration_change_reaches_the_other_daemon(

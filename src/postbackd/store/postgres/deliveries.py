@@ -80,11 +80,11 @@ async def accept(
 _UPDATE_RESULTS: Final = """
 UPDATE deliveries d SET state = r.state, reason = r.reason, attempts = r.attempts,
     due_ms = r.due_ms, account_id = r.account_id, last_status = r.last_status,
-    last_error = r.last_error, updated_ms = $9, lane = COALESCE(r.account_id, d.lane),
+    last_error = r.last_error, updated_ms = r.now_ms, lane = COALESCE(r.account_id, d.lane),
     lease_owner = NULL, lease_expires_ms = NULL
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::text[],
-    $7::int[], $8::text[]) AS r(id, state, reason, attempts, due_ms, account_id,
-    last_status, last_error)
+    $7::int[], $8::text[], $9::bigint[]) AS r(id, state, reason, attempts, due_ms, account_id,
+    last_status, last_error, now_ms)
 WHERE d.id = r.id
     -- A delivery cancelled while its result was on the way stays cancelled, unless the
     -- result says it went out (delivered) or can never go (dead): that is what happened.
@@ -98,8 +98,8 @@ WHERE id = ANY($1::bigint[]) AND lease_owner IS NOT NULL
 _UPSERT_CLAIM: Final = """
 INSERT INTO claims (delivery_id, event_id, app_id, network, tracker_id, outcome, source,
     engagement_type, engagement_time, campaign_name, rejected, created_ms)
-SELECT *, $12::bigint FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
-    $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+    $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[])
 ON CONFLICT (delivery_id) DO UPDATE SET event_id = excluded.event_id,
     app_id = excluded.app_id, network = excluded.network, tracker_id = excluded.tracker_id,
     outcome = excluded.outcome, source = excluded.source,
@@ -110,14 +110,17 @@ ON CONFLICT (delivery_id) DO UPDATE SET event_id = excluded.event_id,
 _INSERT_ATTRIBUTION: Final = """
 INSERT INTO attributions (app_id, device_key, network, tracker_id, engagement_type,
     engagement_time, event_id, delivery_id, created_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::text[], $8::bigint[], $9::bigint[])
 """
 # PRODUCT.md 1, step 6: the device's latest attribution is that of the latest engagement,
 # whatever order X's answers arrive in, at whichever daemon. Times are ISO-8601 UTC with
 # milliseconds and `Z`, all of one width, so they compare as text (COLLATE "C": bytewise).
 _UPSERT_DEVICE: Final = """
 INSERT INTO devices (app_id, device_key, network, tracker_id, engagement_type,
-    engagement_time, attributed_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
+    engagement_time, attributed_ms)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::bigint[])
 ON CONFLICT (app_id, device_key) DO UPDATE SET network = excluded.network,
     tracker_id = excluded.tracker_id, engagement_type = excluded.engagement_type,
     engagement_time = excluded.engagement_time, attributed_ms = excluded.attributed_ms
@@ -125,47 +128,69 @@ WHERE excluded.engagement_time COLLATE "C" >= devices.engagement_time COLLATE "C
 """
 
 
-async def write_results(conn: Conn, results: Sequence[Result], now_ms: int) -> None:
-    """Record results in the caller's transaction (the last one of a delivery wins)."""
-    latest = {r.delivery_id: r for r in results}
+async def write_results(conn: Conn, jobs: Sequence[tuple[Sequence[Result], int]]) -> None:
+    """Record the results of a group commit's jobs (each its results and when) in the
+    caller's transaction, in one statement per table whatever the number of jobs: the last
+    result of a delivery wins, within a job and across them, as if the jobs were written
+    one after the other."""
+    latest: dict[int, tuple[Result, int]] = {}
+    claims: dict[int, tuple[object, ...]] = {}
+    attributions: list[tuple[str, str, str, str, str, str, str, int, int]] = []
+    job_of: list[int] = []  # each attribution's job
+    for job, (results, now_ms) in enumerate(jobs):
+        in_job = {r.delivery_id: r for r in results}
+        for r in in_job.values():
+            latest[r.delivery_id] = (r, now_ms)
+            if r.claim is not None:
+                c = r.claim
+                claims[r.delivery_id] = (
+                    r.delivery_id, c.event_id, c.app_id, c.network, c.tracker_id, c.outcome,
+                    c.source, c.engagement_type, c.engagement_time, c.campaign_name,
+                    c.rejected.decode(), now_ms,
+                )  # fmt: skip
+            if r.attribution is not None:
+                a = r.attribution
+                attributions.append(
+                    (a.app_id, a.device_key, a.network, a.tracker_id, a.engagement_type,
+                     a.engagement_time, a.event_id, r.delivery_id, now_ms)
+                )  # fmt: skip
+                job_of.append(job)
+    if not latest:
+        return
     ordered = [latest[i] for i in sorted(latest)]
     await conn.execute(
         _UPDATE_RESULTS,
-        [r.delivery_id for r in ordered],
-        [r.state for r in ordered],
-        [r.reason for r in ordered],
-        [r.attempts for r in ordered],
-        [r.due_ms for r in ordered],
-        [r.account_id for r in ordered],
-        [r.last_status for r in ordered],
-        [r.last_error for r in ordered],
-        now_ms,
+        [r.delivery_id for r, _ in ordered],
+        [r.state for r, _ in ordered],
+        [r.reason for r, _ in ordered],
+        [r.attempts for r, _ in ordered],
+        [r.due_ms for r, _ in ordered],
+        [r.account_id for r, _ in ordered],
+        [r.last_status for r, _ in ordered],
+        [r.last_error for r, _ in ordered],
+        [now_ms for _, now_ms in ordered],
     )
-    await conn.execute(_END_LEASES, [r.delivery_id for r in ordered])
-    claims = []
-    attributions = []
-    for r in ordered:
-        if r.claim is not None:
-            c = r.claim
-            claims.append(
-                (r.delivery_id, c.event_id, c.app_id, c.network, c.tracker_id, c.outcome,
-                 c.source, c.engagement_type, c.engagement_time, c.campaign_name,
-                 c.rejected.decode())
-            )  # fmt: skip
-        if r.attribution is not None:
-            a = r.attribution
-            attributions.append(
-                (a.app_id, a.device_key, a.network, a.tracker_id, a.engagement_type,
-                 a.engagement_time, a.event_id, r.delivery_id, now_ms)
-            )  # fmt: skip
+    await conn.execute(_END_LEASES, [r.delivery_id for r, _ in ordered])
     if claims:
-        # One statement for the batch (a delivery's claim once: the results are by id).
-        columns = [list(column) for column in zip(*claims, strict=True)]
-        await conn.execute(_UPSERT_CLAIM, *columns, now_ms)
+        # A delivery's claim once per statement (ON CONFLICT touches a row once): its last.
+        await conn.execute(_UPSERT_CLAIM, *_columns([claims[i] for i in sorted(claims)]))
     if attributions:
-        await conn.executemany(_INSERT_ATTRIBUTION, attributions)
-        devices = sorted((*a[:6], now_ms) for a in attributions)
-        await conn.executemany(_UPSERT_DEVICE, devices)
+        await conn.execute(_INSERT_ATTRIBUTION, *_columns(attributions))
+        # A device once per statement too: the attribution that wins when they are written
+        # one after the other (the latest engagement; of equal ones, the later job's, and
+        # within a job the last in key order), written in key order.
+        devices: dict[tuple[str, str], tuple[object, ...]] = {}
+        for _, row in sorted(
+            zip(job_of, attributions, strict=True),
+            key=lambda ja: (*ja[1][:2], ja[1][5], ja[0], *ja[1][2:5]),
+        ):
+            devices[(row[0], row[1])] = (*row[:6], row[8])
+        await conn.execute(_UPSERT_DEVICE, *_columns([devices[k] for k in sorted(devices)]))
+
+
+def _columns(rows: Sequence[Sequence[object]]) -> list[list[object]]:
+    """Rows as one list per column: the arrays a statement's `unnest` takes."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def pending_lanes(conn: Conn) -> list[str]:

@@ -75,8 +75,9 @@ class ResultWriter:
 
     async def _commit(self, batch: list[Job]) -> None:
         async def write(conn: Conn) -> None:
-            for results, now_ms, _ in batch:
-                await deliveries.write_results(conn, results, now_ms)
+            await deliveries.write_results(
+                conn, [(results, now_ms) for results, now_ms, _ in batch]
+            )
 
         try:
             await self._transaction(write)
