@@ -168,6 +168,25 @@ async def test_a_lease_keeps_a_delivery_from_other_daemons_until_it_runs_out(
     assert again == [first[1]]
 
 
+async def test_a_row_read_again_by_its_holder_is_not_written_again(
+    stores: Callable[..., Any], pg_url: str
+) -> None:
+    """A rewind makes the loader read rows it holds once more: they come back as they are,
+    without a new row version each (their lease runs on, renewed with the others)."""
+    a = await stores()
+    await a.accept(accepted_rows(3, "acct", 1_000), 1_000)
+    first = ids_of(await a.lease_due([("acct", (0, 0), 100)], 2_000, 100))["acct"]
+    conn = await asyncpg.connect(pg_url)
+    try:
+        versions = "SELECT id, xmin::text, lease_expires_ms FROM deliveries ORDER BY id"
+        before = await conn.fetch(versions)
+        again = ids_of(await a.lease_due([("acct", (0, 0), 100)], 3_000, 100))["acct"]
+        assert sorted(again) == sorted(first)
+        assert await conn.fetch(versions) == before
+    finally:
+        await conn.close()
+
+
 async def test_the_next_due_time_of_a_lane_includes_when_a_lease_runs_out(
     stores: Callable[..., Any],
 ) -> None:

@@ -70,30 +70,45 @@ def _candidates(column: str, now: str, owner: str, limit: str) -> str:
          ORDER BY x.lease_expires_ms LIMIT {limit})"""
 
 
+# A delivery row as the loader takes it (store/base.py DeliveryRow, but for the body).
+_COLUMNS: Final = ", ".join(
+    f"d.{c}"
+    for c in ("id", "event_id", "postback_id", "app_id", "network", "event_name", "x_app_id",
+              "conversion_type", "x_account_id", "retry_attempts", "attempts", "first_due_ms",
+              "due_ms", "lane")
+)  # fmt: skip
+
 # $1..$4: per lane, its name, most rows, and position (due_ms, id); $5 now; $6 this
 # daemon; $7 how long a lease lasts. The candidates are read without locks; the rows
 # leased are then locked and checked again (a row another daemon leased meanwhile is
-# skipped, or no longer takeable once its lease committed).
+# skipped, or no longer takeable once its lease committed). A row this daemon holds
+# already (the loader reads it again after a rewind) is returned as it is, not written:
+# its lease runs, renewed with the others; only the rows taken are written.
 _LEASE: Final = f"""
 WITH wanted AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
         AS w(lane, n, after_due, after_id)
 ), picked AS (
-    SELECT p.id FROM wanted w CROSS JOIN LATERAL (
-        SELECT d.id FROM deliveries d
+    SELECT p.id, p.held FROM wanted w CROSS JOIN LATERAL (
+        SELECT d.id, (d.lease_owner = $6 AND d.lease_expires_ms > $5) IS TRUE AS held
+        FROM deliveries d
         WHERE d.id = ANY(ARRAY({_candidates("id", "$5", "$6", "w.n")}))
             AND d.lane = w.lane AND d.{PENDING} AND d.due_ms <= $5 AND {_takeable("$5", "$6")}
         ORDER BY d.due_ms, d.id
         LIMIT w.n
         FOR UPDATE OF d SKIP LOCKED
     ) p
+), taken AS (
+    UPDATE deliveries d SET lease_owner = $6, lease_expires_ms = $5::bigint + $7::bigint
+    FROM picked
+    WHERE d.id = picked.id AND NOT picked.held
+    RETURNING {_COLUMNS}
 )
-UPDATE deliveries d SET lease_owner = $6, lease_expires_ms = $5::bigint + $7::bigint
-FROM picked, events e
-WHERE d.id = picked.id AND e.event_id = d.event_id
-RETURNING d.id, d.event_id, d.postback_id, d.app_id, d.network, d.event_name, d.x_app_id,
-    d.conversion_type, d.x_account_id, d.retry_attempts, d.attempts, d.first_due_ms,
-    d.due_ms, d.lane, e.body
+SELECT t.*, e.body FROM taken t JOIN events e ON e.event_id = t.event_id
+UNION ALL
+SELECT {_COLUMNS}, e.body
+FROM picked JOIN deliveries d ON d.id = picked.id JOIN events e ON e.event_id = d.event_id
+WHERE picked.held
 """
 
 # When a lane that gave fewer rows than asked has work again: its earliest row free or its
