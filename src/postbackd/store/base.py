@@ -179,10 +179,10 @@ class Store(Protocol):
         ...
 
     async def config_version(self) -> int:
-        """The configuration's version: it grows with every committed `apply`, by any
-        daemon of the store, and never goes back. A daemon that missed a notice (a lost
-        connection) compares it with the version of its index, and reloads when they
-        differ."""
+        """The configuration's version: it grows by one with every committed `apply`, by
+        any daemon of the store, and never goes back while the store is open (a shared
+        store keeps it in the database). A daemon that missed a notice (a lost connection)
+        compares it with the version of its index, and reloads when they differ."""
         ...
 
     def watch_config(self, listener: Callable[[int], None]) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Final
 from postbackd.store.base import BudgetGrant
 
 if TYPE_CHECKING:
-    from .migrations import Conn
+    from .connect import Conn
 
 _TAKE: Final = "SELECT * FROM postbackd_take_budget($1, $2, $3, $4, $5)"
 _CORRECT: Final = "SELECT * FROM postbackd_correct_budget($1, $2, $3, $4, $5, $6, $7)"

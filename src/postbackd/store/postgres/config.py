@@ -21,7 +21,7 @@ from postbackd.store.config import TABLES
 from postbackd.store.sealing import SEALED_COLUMNS, SETTING, Sealer
 
 if TYPE_CHECKING:
-    from .migrations import Conn
+    from .connect import Conn
 
 log = logging.getLogger(__name__)
 

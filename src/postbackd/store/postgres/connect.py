@@ -12,10 +12,11 @@ connection or a server gone is a `StoreUnavailable` of kind `unreachable`: inges
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Final, TypeAlias
 
 import asyncpg
 import asyncpg.exceptions as pg
+from asyncpg.pool import PoolConnectionProxy
 
 from postbackd.errors import PostbackdError, StoreUnavailable
 from postbackd.store.url import DatabaseUrl
@@ -23,6 +24,9 @@ from postbackd.store.url import DatabaseUrl
 from .migrations import migrate
 
 log = logging.getLogger(__name__)
+
+# A connection of its own or one lent by the pool: both run the same statements.
+Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 CONNECT_TIMEOUT_S: Final = 10.0
 # A statement that runs longer than this is a store that does not answer: the request fails

@@ -18,7 +18,7 @@ from postbackd.store.base import DeviceAttribution, HeldGroup
 from .rows import PENDING, affected
 
 if TYPE_CHECKING:
-    from .migrations import Conn
+    from .connect import Conn
 
 _INSERT_EVENTS: Final = """
 INSERT INTO events (event_id, app_id, event_name, received_at_ms, body)

@@ -27,7 +27,7 @@ from postbackd.store.base import DeliveryRow, LaneRead, LaneRows
 from .rows import PENDING, affected
 
 if TYPE_CHECKING:
-    from .migrations import Conn
+    from .connect import Conn
 
 
 # Statements per lease_due at most: the first splits the batch evenly, the next ones hand

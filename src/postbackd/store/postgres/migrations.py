@@ -18,13 +18,7 @@ from typing import TYPE_CHECKING, Final
 from postbackd.errors import PostbackdError
 
 if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    import asyncpg
-    from asyncpg.pool import PoolConnectionProxy
-
-    # A connection of its own or one lent by the pool: both run the same statements.
-    Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+    from .connect import Conn
 
 log = logging.getLogger(__name__)
 

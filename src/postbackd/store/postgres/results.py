@@ -14,7 +14,7 @@ from postbackd.store.results import _DELIVERY_COLUMNS, _NOT_ACCEPTED, _claim, _d
 if TYPE_CHECKING:
     import asyncpg
 
-    from .migrations import Conn
+    from .connect import Conn
 
 
 def _dicts(records: list[asyncpg.Record]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from postbackd.store.retention import BATCH
 from .rows import affected
 
 if TYPE_CHECKING:
-    from .migrations import Conn
+    from .connect import Conn
 
 _NOT_FINAL: Final = "(" + ", ".join(f"'{s}'" for s in CANCELLABLE) + ")"
 

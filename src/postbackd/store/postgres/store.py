@@ -47,7 +47,7 @@ from postbackd.store.sealing import Sealer
 from postbackd.store.url import DatabaseUrl
 
 from . import DEFAULT_LEASE_S, budgets, config, deliveries, leases, results, retention
-from .connect import COMMAND_TIMEOUT_S, DRIVER_ERRORS, open_pool, store_failure
+from .connect import COMMAND_TIMEOUT_S, DRIVER_ERRORS, Conn, open_pool, store_failure
 from .watch import ConfigWatch
 from .writer import ResultWriter
 
@@ -56,8 +56,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # A failing store is logged once per this interval, not once per request.
 FAILURE_LOG_INTERVAL_S: Final = 30.0
-
-Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 def owner_name() -> str:
@@ -118,7 +116,11 @@ class PostgresStore:
                     log.info("%d leased deliveries given back for other daemons", released)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("leases not given back (they run out by themselves): %s", exc)
-            await self._pool.close()
+            try:
+                # Connections still lent out (a call cut short) are not waited for forever.
+                await asyncio.wait_for(self._pool.close(), timeout=COMMAND_TIMEOUT_S)
+            except TimeoutError:
+                self._pool.terminate()
             self._pool = None
 
     @property
@@ -161,10 +163,10 @@ class PostgresStore:
                 # is not touched.
                 raise StoreUnavailable(f"the store failed: {exc}", kind="io_error") from exc
             if write:
-                self.failed(failure)
+                self._failed(failure)
             raise failure from exc
         if write:
-            self.recovered()
+            self._recovered()
         return result
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
@@ -180,9 +182,8 @@ class PostgresStore:
 
         return await self._call(run, write=True, strict=strict)
 
-    def failed(self, failure: StoreUnavailable) -> None:
-        if not self._failing:
-            self._failing = True
+    def _failed(self, failure: StoreUnavailable) -> None:
+        self._failing = True
         if self._on_error is not None:
             self._on_error(failure.kind)
         self._warn.warning(
@@ -190,7 +191,7 @@ class PostgresStore:
             f"{failure.message}; ingest answers 503 store_unavailable until a write succeeds",
         )
 
-    def recovered(self) -> None:
+    def _recovered(self) -> None:
         if self._failing:
             self._failing = False
             log.info("the PostgreSQL store at %s writes again", self._database.shown)

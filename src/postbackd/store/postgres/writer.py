@@ -20,7 +20,7 @@ from postbackd.errors import StoreUnavailable
 from . import deliveries
 
 if TYPE_CHECKING:
-    from .migrations import Conn
+    from .connect import Conn
 
 log = logging.getLogger(__name__)
 
