@@ -24,7 +24,7 @@ __all__ = ["pg_server", "pg_url"]  # fixtures
 
 LIMIT = 200  # requests per window at the simulated X, and the daemons' configured budget
 WINDOW_S = 5.0
-FULL_WINDOWS = 4  # measured: the windows after the first, all with a backlog waiting
+FULL_WINDOWS = 3  # measured: the windows after the first, all with a backlog waiting
 EVENTS = LIMIT * (FULL_WINDOWS + 1) + LIMIT // 2  # the last window is partly used
 
 

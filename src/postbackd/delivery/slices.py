@@ -205,9 +205,6 @@ class BudgetSync:
             budget = self._budgets[account_id] = SliceBudget(account_id, local, self, self._clock)
         return budget
 
-    def forget(self, account_id: str) -> None:
-        self._budgets.pop(account_id, None)
-
     def ask(self, budget: SliceBudget) -> None:
         if not budget.asking:
             budget.asking = True
@@ -231,8 +228,11 @@ class BudgetSync:
             if pause_s is None:
                 await self._event.wait()
             else:
+                # Not wait_for: in Python 3.11 it swallows a cancellation that comes as the
+                # event is set, and the engine's stop would wait for this task forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._event.wait(), timeout=pause_s)
+                    async with asyncio.timeout(pause_s):
+                        await self._event.wait()
 
     async def _round(self) -> float | None:
         """Serve every account due now; how long until one is due again (None: woken)."""
