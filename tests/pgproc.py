@@ -2,7 +2,7 @@
 tests: initdb into its own temporary directory, started with pg_ctl on a free loopback port,
 fsync off (a test database need not survive a power loss), stopped afterwards.
 
-One server per test session (`pg_server`), and a fresh database per test (`pg_url`): a test
+One server for the whole test run (`pg_server`), and a fresh database per test (`pg_url`): a test
 sees no rows of another, and CREATE DATABASE from the template costs a few milliseconds.
 
 PostgreSQL refuses to run as root (initdb and the server alike): when the tests run as root
@@ -120,7 +120,7 @@ class PostgresServer:
         ])  # fmt: skip
 
     def stop(self, mode: str = "fast") -> None:
-        """`fast` ends sessions and stops cleanly; `immediate` is a crash (no checkpoint),
+        """`fast` ends the connections and stops cleanly; `immediate` is a crash (no checkpoint),
         as when the database's host dies: every connection breaks at once."""
         self._run_as_owner(
             [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]
@@ -161,7 +161,7 @@ def pg_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 async def pg_url(pg_server: PostgresServer) -> AsyncIterator[str]:
-    """A fresh database of the session's server, dropped after the test."""
+    """A fresh database on the test run's server, dropped after the test."""
     url = await pg_server.create_database()
     try:
         yield url

@@ -30,7 +30,7 @@ from postbackd.metrics import (
     X_ANSWER_KINDS,
     Metrics,
 )
-from postbackd.store.writer import STORE_ERROR_KINDS
+from postbackd.store.base import STORE_ERROR_KINDS
 from postbackd.x.response import classify
 
 # name: (type, label, values); the first ten are PRODUCT.md 3's list.

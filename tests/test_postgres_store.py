@@ -16,7 +16,8 @@ from factories import account, app
 from pgproc import PASSWORD, PostgresServer, pg_server, pg_url
 from postbackd.delivery.model import Result
 from postbackd.errors import StoreUnavailable
-from postbackd.store.base import LaneRows
+from postbackd.store.base import STORE_ERROR_KINDS, LaneRows
+from postbackd.store.postgres import DEFAULT_LEASE_S, BadDatabaseUrl, own_parameters
 from postbackd.store.postgres.connect import DatabaseUnreachable
 from postbackd.store.postgres.leases import split_fairly
 from postbackd.store.postgres.migrations import MIGRATIONS, MigrationError, checksum, migrate
@@ -252,13 +253,14 @@ async def test_a_lost_server_is_store_unavailable_until_it_returns(
         await asyncio.to_thread(own_server.stop, "immediate")
         with pytest.raises(StoreUnavailable) as caught:
             await store.accept(accepted_rows(1, "acct", 1_000, first=5), 1_000)
-        assert caught.value.kind == "unreachable"
+        assert caught.value.kind == "io_error"
         assert caught.value.status == 503
         assert not store.healthy
         failed = store.write_results([result(1, "delivered")], 2_000)
         with pytest.raises(StoreUnavailable):
             await failed
-        assert set(errors) == {"unreachable"}
+        assert set(errors) == {"io_error"}
+        assert set(errors) <= set(STORE_ERROR_KINDS)
         await asyncio.to_thread(own_server.start)
         # The pool connects again by itself: the next write succeeds, and nothing of the
         # failed ones was stored.
@@ -273,3 +275,42 @@ async def test_a_lost_server_is_store_unavailable_until_it_returns(
         assert counts["ready"] == 3
     finally:
         await store.close()
+
+
+async def test_configuration_notices_resume_after_the_server_returns(
+    own_server: PostgresServer,
+) -> None:
+    database = DatabaseUrl.parse(await own_server.create_database())
+    a, b = PostgresStore(database), PostgresStore(database)
+    await a.open()
+    await b.open()
+    try:
+        await b.load_index()
+        seen: asyncio.Queue[int] = asyncio.Queue()
+        b.watch_config(seen.put_nowait)
+        await asyncio.to_thread(own_server.stop, "immediate")
+        await asyncio.to_thread(own_server.start)
+        # Made while b may not be listening yet: b finds it by the version check after it
+        # connects again, or by the notice.
+        for _ in range(100):
+            try:
+                version = await a.apply([("insert", app())])
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(seen.get(), timeout=30) == version
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_lease_s_is_taken_off_the_url_and_checked() -> None:
+    given = DatabaseUrl.parse(f"postgresql://u:{PASSWORD}@db:5432/pb?lease_s=12&sslmode=disable")
+    database, lease_s = own_parameters(given)
+    assert lease_s == 12.0
+    assert database.url == f"postgresql://u:{PASSWORD}@db:5432/pb?sslmode=disable"
+    assert own_parameters(DatabaseUrl.parse("postgresql://db/pb"))[1] == DEFAULT_LEASE_S
+    for bad in ("0.5", "soon", "nan"):
+        with pytest.raises(BadDatabaseUrl, match="database_url: lease_s") as caught:
+            own_parameters(DatabaseUrl.parse(f"postgresql://u:{PASSWORD}@db/pb?lease_s={bad}"))
+        assert PASSWORD not in str(caught.value)

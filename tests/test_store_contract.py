@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet
 
 import factories
 from pgproc import pg_server, pg_url
+from postbackd.catalog import KINDS, Catalog
 from postbackd.delivery.model import Attribution, Claim, Delivery, NewDelivery, Result
 from postbackd.errors import StoreUnavailable
 from postbackd.event import Event
@@ -46,7 +47,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def database_url(kind: str, request: pytest.FixtureRequest) -> str | None:
-    """None for the embedded store; a fresh database of the session's PostgreSQL server
+    """None for the embedded store; a fresh database on the PostgreSQL server of the test run
     (tests/pgproc.py) for the shared one."""
     if kind == "sqlite":
         return None
@@ -410,6 +411,27 @@ async def test_tokens_are_sealed_with_the_key_and_refused_without_it(
                 await other.seal_tokens()
         finally:
             await other.close()
+
+
+async def test_the_catalog_follows_changes_another_daemon_made(store: Store) -> None:
+    catalog = await Catalog.load(store)
+    # Another daemon of the store adds an app: its change reaches this one's index on the
+    # store's notice (here: asked for), with no restart.
+    elsewhere = factories.app(id="kogame-elsewhere", name="Elsewhere")
+    await store.apply([("insert", elsewhere)])
+    assert "kogame-elsewhere" not in catalog.index.apps
+    await catalog.reload()
+    assert catalog.index.apps["kogame-elsewhere"] == elsewhere
+    # A change of this daemon that lands after another's it has not seen: both end up in
+    # the index (the version says one was missed, and the catalog reads it again).
+    other = factories.app(id="kogame-other", name="Other")
+    await store.apply([("insert", other)])
+    saved = await catalog.create(KINDS["apps"], {"name": "Mine", "platform": "ios"})
+    async with asyncio.timeout(5):
+        while "kogame-other" not in catalog.index.apps:
+            await asyncio.sleep(0.01)
+    assert saved.entity.id in catalog.index.apps
+    assert set(catalog.index.apps) == set((await store.load_index()).apps)
 
 
 # --- rate budgets (PRODUCT.md 5) -------------------------------------------------------------

@@ -36,7 +36,7 @@ from prometheus_client import (
 from postbackd import __version__
 from postbackd.attribution import CLICK, OUTCOMES, VIEW
 from postbackd.delivery.circuit import State as CircuitState
-from postbackd.store.writer import STORE_ERROR_KINDS
+from postbackd.store.base import STORE_ERROR_KINDS
 from postbackd.x.response import ResponseKind
 
 EVENT_RESULTS: Final = ("accepted", "duplicate", "rejected")

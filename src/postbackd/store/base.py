@@ -46,6 +46,11 @@ from postbackd.event import Event
 from postbackd.index import Index
 from postbackd.model import Entity
 
+# What a write that failed for the store's sake is counted under (`on_error(kind)`,
+# `postbackd_store_errors{kind}`): a full disk, an I/O error (a database that cannot be
+# reached included), a busy or locked database, a corrupt one, a closed store.
+STORE_ERROR_KINDS: Final = ("disk_full", "io_error", "busy", "corrupt", "closed")
+
 # --- configuration -------------------------------------------------------------------------
 
 Op = Literal["insert", "update", "delete"]

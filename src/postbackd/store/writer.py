@@ -57,7 +57,6 @@ _STORE_FAILURES: Final = {
     11: "corrupt",  # SQLITE_CORRUPT
     26: "corrupt",  # SQLITE_NOTADB
 }
-STORE_ERROR_KINDS: Final = ("disk_full", "io_error", "busy", "corrupt", "closed")
 
 
 def store_failure(exc: BaseException) -> StoreUnavailable | None:

@@ -5,7 +5,7 @@ failures").
 At start, a database that cannot be reached (refused, unknown host, wrong password, no such
 database, no answer) is a configuration to fix: one line naming the URL without its
 password, and the daemon exits non-zero through its usual start-up failure. Later, a lost
-connection or a server gone is a `StoreUnavailable` of kind `unreachable`: ingest answers
+connection or a server gone is a `StoreUnavailable` of kind `io_error`: ingest answers
 503, `/readyz` turns 503, and the pool connects again by itself once the server is back.
 """
 
@@ -32,8 +32,6 @@ CONNECT_TIMEOUT_S: Final = 10.0
 # A statement that runs longer than this is a store that does not answer: the request fails
 # with StoreUnavailable (busy) instead of hanging (PRODUCT.md 2: every request is answered).
 COMMAND_TIMEOUT_S: Final = 30.0
-# The kinds (metric labels) a PostgreSQL failure is counted under.
-FAILURE_KINDS: Final = ("unreachable", "busy", "disk_full", "io_error", "closed")
 APPLICATION_NAME: Final = "postbackd"
 # Every exception the driver raises of its own (errors the server sent, and the driver's).
 DRIVER_ERRORS: Final = (pg.PostgresError, pg.InterfaceError, pg.InternalClientError)
@@ -86,7 +84,8 @@ def _reason(exc: BaseException, database: DatabaseUrl) -> str:
 
 def store_failure(exc: BaseException) -> StoreUnavailable | None:
     """The `StoreUnavailable` that `exc` amounts to, or None when it is not the store's fault
-    (a bug, a constraint: the request's)."""
+    (a bug, a constraint: the request's). Its kind is one of store/base.py's
+    STORE_ERROR_KINDS."""
     if isinstance(exc, StoreUnavailable):
         return exc
     kind = _kind(exc)
@@ -106,11 +105,11 @@ def _kind(exc: BaseException) -> str | None:
         | ConnectionError
         | OSError,
     ):
-        return "unreachable"
+        return "io_error"  # store/base.py: a database that cannot be reached is an I/O error
     if isinstance(exc, pg.InterfaceError):
         # The driver's own: "connection is closed", "pool is closing", a connection lost
         # mid-query. A misuse of the API would be a bug, but none reaches here in practice.
-        return "closed" if "closing" in str(exc) or "closed" in str(exc) else "unreachable"
+        return "closed" if "closing" in str(exc) or "closed" in str(exc) else "io_error"
     if isinstance(
         exc,
         pg.TooManyConnectionsError

@@ -98,7 +98,8 @@ WHERE id = ANY($1::bigint[]) AND lease_owner IS NOT NULL
 _UPSERT_CLAIM: Final = """
 INSERT INTO claims (delivery_id, event_id, app_id, network, tracker_id, outcome, source,
     engagement_type, engagement_time, campaign_name, rejected, created_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+SELECT *, $12::bigint FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
+    $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
 ON CONFLICT (delivery_id) DO UPDATE SET event_id = excluded.event_id,
     app_id = excluded.app_id, network = excluded.network, tracker_id = excluded.tracker_id,
     outcome = excluded.outcome, source = excluded.source,
@@ -149,7 +150,7 @@ async def write_results(conn: Conn, results: Sequence[Result], now_ms: int) -> N
             claims.append(
                 (r.delivery_id, c.event_id, c.app_id, c.network, c.tracker_id, c.outcome,
                  c.source, c.engagement_type, c.engagement_time, c.campaign_name,
-                 c.rejected.decode(), now_ms)
+                 c.rejected.decode())
             )  # fmt: skip
         if r.attribution is not None:
             a = r.attribution
@@ -158,7 +159,9 @@ async def write_results(conn: Conn, results: Sequence[Result], now_ms: int) -> N
                  a.engagement_time, a.event_id, r.delivery_id, now_ms)
             )  # fmt: skip
     if claims:
-        await conn.executemany(_UPSERT_CLAIM, claims)
+        # One statement for the batch (a delivery's claim once: the results are by id).
+        columns = [list(column) for column in zip(*claims, strict=True)]
+        await conn.execute(_UPSERT_CLAIM, *columns, now_ms)
     if attributions:
         await conn.executemany(_INSERT_ATTRIBUTION, attributions)
         devices = sorted((*a[:6], now_ms) for a in attributions)

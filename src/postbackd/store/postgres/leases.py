@@ -11,7 +11,8 @@ lost; what it had in flight may reach X twice (at-least-once, PRODUCT.md 2).
 Fairness (PRODUCT.md 2, "Isolation", across daemons): each lane (X account) is read on its
 own, with its own limit (the loader's share for that lane), in one statement for all lanes
 (a LATERAL read per lane), and the batch's total is split evenly among the lanes asking:
-one lane's backlog of any size never fills another's share.
+one lane's backlog of any size never fills another's share. What a lane with less due work
+leaves of its part goes to the others in a further round.
 
 Lease times are the daemons' wall clocks (as due times are): the hosts' clocks are kept in
 step (NTP), and a lease lasts far longer than any skew between them.
