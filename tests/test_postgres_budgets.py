@@ -45,7 +45,8 @@ async def test_three_daemons_share_one_accounts_window(tmp_path: Path, pg_url: s
     mock = await start_mock("--rate-limit", str(LIMIT), "--rate-window-s", str(WINDOW_S))
     settings = {**FAST_RETRY, "rate_limit_requests": LIMIT, "rate_limit_window_s": WINDOW_S}
     try:
-        async with daemons(tmp_path, mock, pg_url, 3, **settings) as apis:
+        async with daemons(tmp_path, mock, pg_url, 3, **settings) as members:
+            apis = [m.api for m in members]
             app_id = (await seed_config(apis[0]))["app"]["id"]
 
             async def all_know() -> bool:

@@ -42,6 +42,9 @@ TARGET_S: Final = 0.25
 LOW_WATER: Final = 0.25
 # A slice left unspent this long goes back to the row, for the daemons that have work.
 IDLE_RETURN_S: Final = 1.0
+# A window found spent is asked again this often until it ends: slices that other daemons
+# gave back (unspent, or at their stop) are spent in their window.
+RECHECK_S: Final = 0.5
 # While waiting for a slice the lane is woken by its arrival; this is only a backstop.
 ASK_WAIT_S: Final = 1.0
 # After the store failed, the next try.
@@ -151,7 +154,8 @@ class SliceBudget:
         self.left += grant.granted
         self.spent_at = time.monotonic()  # unspent from now on
         if grant.granted == 0 and self.left == 0:
-            self.exhausted_until_ms = grant.window_end_ms
+            recheck_ms = int(self._clock() * 1000 + RECHECK_S * 1000)
+            self.exhausted_until_ms = min(grant.window_end_ms, recheck_ms)
 
     def adopt(self, row: BudgetGrant) -> None:
         """The row's window after a correction: a slice of another window is void."""
