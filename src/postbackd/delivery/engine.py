@@ -11,6 +11,7 @@
     recorder.py  results into store commits; owns deliveries until committed
     holds.py     held deliveries released when the signing rule yields an account
     ratelimit.py, circuit.py, retry.py   the policies, driven by an injected clock
+    slices.py    rate budgets shared with the other daemons of a shared store
 
 This module starts and stops them in order, routes deliveries to lanes, sends, and applies
 what outcomes decide (metrics, the account's budget and authentication, device state).
@@ -57,6 +58,7 @@ from .model import Delivery, Result, State
 from .ratelimit import RateBudgets
 from .recorder import Batch, Recorder
 from .retry import RetryPolicy
+from .slices import BudgetSync
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,13 @@ class Engine:
             settings.retry_base_s, settings.retry_factor, settings.retry_cap_s
         )
         self._rng = random.Random()
-        self._budgets = RateBudgets(
-            settings.rate_limit_requests, settings.rate_limit_window_s, clock.time
-        )
+        # --- rate budgets: this daemon's own, or shared through the store (PRODUCT.md 5)
+        self._budgets: RateBudgets | BudgetSync = (
+            BudgetSync(store, settings.rate_limit_requests, settings.rate_limit_window_s,
+                       self._wake_lane, clock.time)
+            if store.budgets_shared
+            else RateBudgets(settings.rate_limit_requests, settings.rate_limit_window_s, clock.time)
+        )  # fmt: skip
         self._broad = BroadBreaker(
             settings.circuit_min_requests,
             settings.circuit_window_s,
@@ -151,6 +157,8 @@ class Engine:
         ]
         if (lease_s := self._store.lease_s) is not None:
             parts.append(("leases", partial(self._renew_leases, lease_s)))
+        if isinstance(self._budgets, BudgetSync):
+            parts.append(("budgets", self._budgets.run))
         for name, run in parts:
             task = asyncio.create_task(run(), name=f"delivery-{name}")
             task.add_done_callback(self._died)
@@ -209,6 +217,8 @@ class Engine:
                     grace_s,
                 )
         await asyncio.gather(*self._tasks, *lane_tasks, return_exceptions=True)
+        if isinstance(self._budgets, BudgetSync):
+            await self._budgets.close()  # what this daemon did not send, for the others
         # What X answered before the stop is recorded now, not sent again after the start.
         left_s = deadline - asyncio.get_running_loop().time()
         unwritten = await self._recorder.drain(max(left_s, 1.0))
@@ -599,6 +609,12 @@ class Engine:
             if lane is not None:
                 lane.wake.set()
         self._metrics.accounts_circuit_open.set(len(self._open_accounts))
+
+    def _wake_lane(self, account_id: str) -> None:
+        """The account's budget has a slice again (delivery/slices.py)."""
+        lane = self._lanes.get(account_id)
+        if lane is not None:
+            lane.wake.set()
 
     @staticmethod
     def _wake_all(lanes: Iterable[Lane]) -> None:
