@@ -116,12 +116,15 @@ class Engine:
         # Requests at X or waiting for a pooled connection, all lanes together: twice the
         # pool, so a request is signed and ready while another's answer is read.
         self._slots = asyncio.Semaphore(settings.x_max_connections * 2)
-        self._outcomes = {o: metrics.deliveries.labels(o) for o in DELIVERY_OUTCOMES}
-        self._answers = {k: metrics.x_answers.labels(k) for k in ResponseKind}
-        self._requests = {c: metrics.x_requests.labels(c) for c in STATUS_CLASSES}
-        # Children looked up once: `labels()` per claim cost more than the increment.
-        self._claims = {o: metrics.claims.labels(o) for o in CLAIM_OUTCOMES}
-        self._attributions = {e: metrics.attributions.labels(e) for e in ENGAGEMENT_TYPES}
+        # Per-claim metrics are tallied in plain ints and histogram buckets, brought into
+        # the metrics when the registry is read (metrics.py): a claim moves six of them.
+        self._outcomes = metrics.counter_tally(metrics.deliveries, DELIVERY_OUTCOMES).counts
+        self._answers = metrics.counter_tally(metrics.x_answers, ResponseKind).counts
+        self._requests = metrics.counter_tally(metrics.x_requests, STATUS_CLASSES).counts
+        self._claims = metrics.counter_tally(metrics.claims, CLAIM_OUTCOMES).counts
+        self._attributions = metrics.counter_tally(metrics.attributions, ENGAGEMENT_TYPES).counts
+        self._x_duration = metrics.histogram_tally(metrics.x_request_duration)
+        self._lag = metrics.histogram_tally(metrics.delivery_lag)
         self._warn = RateLimitedLog(log)
         # Every delivery in memory, from load until its new state is committed: the loader
         # skips these ids, so nothing is sent twice by this process.
@@ -285,7 +288,7 @@ class Engine:
             )
         finally:
             self._cancelling.remove(match)
-        self._outcomes["cancelled"].inc(count)
+        self._outcomes["cancelled"] += count
         self.done["cancelled"] = self.done.get("cancelled", 0) + count
         return count
 
@@ -432,9 +435,9 @@ class Engine:
             lane.wake.set()
 
     def _observe(self, lane: Lane, response: XResponse) -> None:
-        self._requests[response.status_class].inc()
-        self._metrics.x_request_duration.observe(response.duration_s)
-        self._answers[response.kind].inc()
+        self._requests[response.status_class] += 1
+        self._x_duration.observe(response.duration_s)
+        self._answers[response.kind] += 1
         info = response.rate_limit
         limited = response.kind is ResponseKind.RATE_LIMITED
         if info is not None:
@@ -508,10 +511,10 @@ class Engine:
             return
         decision = outcome.decision
         if decision is not None:
-            self._claims[decision.outcome].inc()
+            self._claims[decision.outcome] += 1
         attribution = outcome.result.attribution
         if attribution is not None:
-            self._attributions[attribution.engagement_type].inc()
+            self._attributions[attribution.engagement_type] += 1
             self._devices.remember(
                 attribution.app_id, attribution.device_key, d.network, attribution.engagement_time
             )
@@ -547,10 +550,10 @@ class Engine:
                 result = outcomes.result(d, "cancelled", "cancelled", account_id=None)
                 state = "cancelled"
         if state == "scheduled":
-            self._outcomes["retried"].inc()
+            self._outcomes["retried"] += 1
             self.done["retried"] += 1
         else:
-            self._outcomes[state].inc()
+            self._outcomes[state] += 1
             self.done[state] = self.done.get(state, 0) + 1
             if state == "dead":
                 self._warn.warning(
@@ -558,7 +561,7 @@ class Engine:
                 )
         if state in ("delivered", "dead"):
             lag_s = (self.now_ms() - d.first_due_ms) / 1000
-            self._metrics.delivery_lag.observe(max(0.0, lag_s))
+            self._lag.observe(max(0.0, lag_s))
         self._recorder.add(d, result)
 
     def _written(self, batch: Batch) -> None:
