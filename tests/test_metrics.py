@@ -159,6 +159,43 @@ def test_each_metrics_object_has_its_own_registry() -> None:
     assert not any(n.startswith("postbackd_") for n in global_names)
 
 
+def test_tallies_read_exactly_as_the_metrics_they_stand_for() -> None:
+    # The engine counts per claim in tallies; every read of the registry, a scrape or a
+    # restricted one, sees them as if each claim had moved the metric itself.
+    tallied, direct = Metrics(), Metrics()
+    counts = tallied.counter_tally(tallied.deliveries, DELIVERY_OUTCOMES).counts
+    lag = tallied.histogram_tally(tallied.delivery_lag)
+    observed = (0.0, 0.005, 0.0051, 0.3, 1, 42.5, 3600, 3601, 10**6)
+    for value in observed:
+        lag.observe(value)
+        direct.delivery_lag.observe(value)
+        counts["delivered"] += 1
+        direct.deliveries.labels("delivered").inc()
+    counts["cancelled"] += 3
+    direct.deliveries.labels("cancelled").inc(3)
+
+    def series(metrics: Metrics, names: list[str] | None = None) -> dict[str, list[Sample]]:
+        registry = metrics.registry.restricted_registry(names) if names else metrics.registry
+        return {
+            f.name: [s for s in f.samples if not s.name.endswith("_created")]
+            for f in registry.collect()
+            if f.name.startswith("postbackd_delivery")
+        }
+
+    lag_name = "postbackd_delivery_lag_seconds"
+    assert series(tallied, [f"{lag_name}_bucket", f"{lag_name}_sum"]) == series(
+        direct, [f"{lag_name}_bucket", f"{lag_name}_sum"]
+    )
+    assert series(tallied) == series(direct)
+    assert tallied.registry.get_sample_value(
+        "postbackd_deliveries_total", {"outcome": "delivered"}
+    ) == len(observed)
+    # Read twice: a tally adds what came since the last read, never the same again.
+    counts["delivered"] += 1
+    direct.deliveries.labels("delivered").inc()
+    assert series(tallied) == series(direct)
+
+
 def test_process_metrics_show_restarts_and_memory() -> None:
     families = exposed(Metrics())
     if "process_start_time_seconds" not in families:

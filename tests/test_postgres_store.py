@@ -30,7 +30,8 @@ __all__ = ["pg_server", "pg_url"]  # fixtures
 
 RELEASED = {
     1: "ce6341a58d4f2bdd8ae9505c7aa778687cc3f4b357f4368c07388afb029367b1",
-    2: "a663f137af3439a0de116c8d402f8e18c7f482c94010973d8b2af043d1962599",
+    2: "ed35b9f9ceae8f885f531cb891ca226d1e7f3052e41548621f7d29c25d732264",  # rate budgets
+    3: "a663f137af3439a0de116c8d402f8e18c7f482c94010973d8b2af043d1962599",  # lease indexes
 }
 
 LEASE_S = 5.0

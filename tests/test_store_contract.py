@@ -432,3 +432,96 @@ async def test_the_catalog_follows_changes_another_daemon_made(store: Store) -> 
             await asyncio.sleep(0.01)
     assert saved.entity.id in catalog.index.apps
     assert set(catalog.index.apps) == set((await store.load_index()).apps)
+
+
+# --- rate budgets (PRODUCT.md 5) -------------------------------------------------------------
+
+CAP = 200
+WINDOW_MS = 5_000
+
+
+def shared_only(store: Store) -> None:
+    if not store.budgets_shared:
+        pytest.skip(
+            "the embedded store has one daemon: its budget is local (delivery/ratelimit.py)"
+        )
+
+
+async def test_slices_never_grant_more_than_the_window_holds(store: Store) -> None:
+    first = await store.take_budget("acct", 150, NOW, CAP, WINDOW_MS)
+    second = await store.take_budget("acct", 150, NOW + 10, CAP, WINDOW_MS)
+    if not store.budgets_shared:
+        # One daemon: the store grants what is asked; the local budget is the limit.
+        assert (first.granted, second.granted) == (150, 150)
+        return
+    assert (first.granted, second.granted) == (150, 50)
+    assert first.window_no == second.window_no
+    assert first.window_end_ms == second.window_end_ms == NOW + WINDOW_MS
+    spent = await store.take_budget("acct", 1, NOW + 20, CAP, WINDOW_MS)
+    assert spent.granted == 0
+    # Another account's budget is its own.
+    assert (await store.take_budget("other", 150, NOW, CAP, WINDOW_MS)).granted == 150
+    # The next window holds the whole limit again.
+    fresh = await store.take_budget("acct", 500, NOW + WINDOW_MS, CAP, WINDOW_MS)
+    assert fresh.granted == CAP
+    assert fresh.window_no == first.window_no + 1
+    assert fresh.window_end_ms == NOW + 2 * WINDOW_MS
+
+
+async def test_a_slice_given_back_is_granted_again_in_its_window_only(store: Store) -> None:
+    shared_only(store)
+    grant = await store.take_budget("acct", CAP, NOW, CAP, WINDOW_MS)
+    await store.return_budget("acct", grant.window_no, 30)
+    assert (await store.take_budget("acct", 100, NOW + 1, CAP, WINDOW_MS)).granted == 30
+    # A return of an ended window never adds to the next one.
+    later = await store.take_budget("acct", 150, NOW + WINDOW_MS, CAP, WINDOW_MS)
+    await store.return_budget("acct", grant.window_no, 100)
+    assert (await store.take_budget("acct", 100, NOW + WINDOW_MS + 1, CAP, WINDOW_MS)).granted == 50
+    assert later.window_no == grant.window_no + 1
+
+
+async def test_x_headers_correct_the_shared_window(store: Store) -> None:
+    shared_only(store)
+    grant = await store.take_budget("acct", 20, NOW, CAP, WINDOW_MS)
+    # X counted 120 requests of this window (another client of the token, or answers not
+    # seen yet): only 80 are left, whatever was granted; X names the window's end.
+    reset = NOW + 3_000
+    corrected = await store.correct_budget("acct", CAP, 80, reset, NOW + 5, CAP)
+    assert (corrected.window_no, corrected.window_end_ms) == (grant.window_no, reset)
+    assert (await store.take_budget("acct", 100, NOW + 6, CAP, WINDOW_MS)).granted == 80
+    # An answer of an older window changes nothing.
+    await store.correct_budget("acct", CAP, CAP, NOW - 1_000, NOW + 7, CAP)
+    assert (await store.take_budget("acct", 1, NOW + 8, CAP, WINDOW_MS)).granted == 0
+    # X's next window, counted as X counts it (10 of its requests arrived already).
+    after = await store.correct_budget("acct", CAP, 190, reset + WINDOW_MS, reset + 10, CAP)
+    assert after.window_no == grant.window_no + 1
+    assert after.window_end_ms == reset + WINDOW_MS
+    assert (await store.take_budget("acct", 500, reset + 11, CAP, WINDOW_MS)).granted == 190
+
+
+async def test_a_429_spends_the_window_and_x_lowers_the_limit(store: Store) -> None:
+    shared_only(store)
+    await store.take_budget("acct", 10, NOW, CAP, WINDOW_MS)
+    await store.correct_budget("acct", CAP, 0, NOW + 2_000, NOW + 1, CAP, limited=True)
+    assert (await store.take_budget("acct", 1, NOW + 2, CAP, WINDOW_MS)).granted == 0
+    # From X's reset on, X's lower limit is the window's (never above the configured cap).
+    await store.correct_budget("acct", 50, None, None, NOW + 3, CAP)
+    assert (await store.take_budget("acct", 500, NOW + 2_000, CAP, WINDOW_MS)).granted == 50
+    await store.correct_budget("acct", 10_000, None, None, NOW + 2_001, CAP)
+    assert (await store.take_budget("acct", 500, NOW + 2_002, CAP, WINDOW_MS)).granted == CAP - 50
+
+
+async def test_daemons_on_one_store_share_the_window(
+    store: Store, database_url: str | None, tmp_path: Path
+) -> None:
+    shared_only(store)
+    other = create_store(store_settings(database_url, tmp_path / "other"))
+    await other.open()
+    try:
+        grants = await asyncio.gather(*(
+            s.take_budget("acct", 7, NOW, CAP, WINDOW_MS) for _ in range(40) for s in (store, other)
+        ))  # fmt: skip
+        assert sum(g.granted for g in grants) == CAP
+        assert len({(g.window_no, g.window_end_ms) for g in grants}) == 1
+    finally:
+        await other.close()

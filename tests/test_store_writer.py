@@ -129,10 +129,12 @@ async def test_a_dead_writer_fails_every_waiting_job_and_asks_for_an_exit(
     def slow(conn: sqlite3.Connection) -> int:
         return 1
 
+    def broken(batch: object) -> list[object]:
+        raise RuntimeError("a bug in the writer itself")
+
+    w._commit = broken  # type: ignore[assignment,method-assign]  # the thread dies of a bug
     first = w.submit(slow)
     queued = w.submit(slow)
-    assert w._task is not None
-    w._task.cancel()  # the task dies, as a bug in it would end it
     for future in (first, queued):
         with pytest.raises(StoreUnavailable):
             await asyncio.wait_for(future, 5)

@@ -22,7 +22,9 @@ What each metric answers for an operator (the dashboard's rows, grafana/dashboar
 from __future__ import annotations
 
 import platform
-from typing import Final
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final, Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -32,6 +34,8 @@ from prometheus_client import (
     Info,
     ProcessCollector,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import RestrictedRegistry
 
 from postbackd import __version__
 from postbackd.attribution import CLICK, OUTCOMES, VIEW
@@ -64,9 +68,87 @@ _LAG_BUCKETS: Final = (
 )  # fmt: skip
 
 
+K = TypeVar("K", bound=str)
+
+
+class Registry(CollectorRegistry):
+    """A registry that brings the hot path's tallies into their metrics before any read of
+    it (a scrape, a restricted scrape, `get_sample_value`): no read sees a stale value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._before_read: list[Callable[[], None]] = []
+
+    def before_read(self, flush: Callable[[], None]) -> None:
+        self._before_read.append(flush)
+
+    def _flush(self) -> None:
+        for flush in self._before_read:
+            flush()
+
+    def collect(self) -> Iterator[Metric]:
+        self._flush()
+        yield from super().collect()
+
+    def restricted_registry(self, names: Iterable[str]) -> RestrictedRegistry:
+        self._flush()
+        return super().restricted_registry(names)
+
+
+class CounterTally(Generic[K]):
+    """Increments of a labelled counter on the hot path, as plain ints (`counts[label] += 1`),
+    added to the counter when the registry is read: each claim moves several counters, and
+    a counter's increment (a lock, a method call) costs many times an int's."""
+
+    __slots__ = ("_children", "counts")
+
+    def __init__(self, counter: Counter, labels: Iterable[K]) -> None:
+        labels = tuple(labels)
+        self._children = {label: counter.labels(label) for label in labels}
+        self.counts: dict[K, float] = dict.fromkeys(labels, 0)
+
+    def flush(self) -> None:
+        counts = self.counts
+        for label, n in counts.items():
+            if n:
+                counts[label] = 0
+                self._children[label].inc(n)
+
+
+class HistogramTally:
+    """Observations of an unlabelled histogram on the hot path: a bucket count and the sum,
+    added to the histogram when the registry is read."""
+
+    __slots__ = ("_bounds", "_counts", "_histogram", "_sum")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        # Its bounds but +Inf, which bisect_left stands for by an index past the end: the
+        # first bound at or above a value is its bucket, as in `Histogram.observe`.
+        self._bounds = histogram._upper_bounds[:-1]
+        self._counts = [0] * len(histogram._upper_bounds)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def flush(self) -> None:
+        if not self._sum and not any(self._counts):
+            return
+        # Bulk `observe`: prometheus-client keeps a count per bucket (cumulated at collect)
+        # and the sum; there is no public call that adds many observations at once.
+        for bucket, n in zip(self._histogram._buckets, self._counts, strict=True):
+            if n:
+                bucket.inc(n)
+        self._histogram._sum.inc(self._sum)
+        self._counts = [0] * len(self._counts)
+        self._sum = 0.0
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+    def __init__(self) -> None:
+        self.registry = Registry()
         r = self.registry
         # process_*: a restart shows as a new start time; memory, CPU and descriptors as well.
         ProcessCollector(registry=r)
@@ -219,6 +301,16 @@ class Metrics:
                 labels.labels(value)
         # The breaker starts closed (delivery/circuit.py).
         self.set_circuit_state("closed")
+
+    def counter_tally(self, counter: Counter, labels: Iterable[K]) -> CounterTally[K]:
+        tally = CounterTally(counter, labels)
+        self.registry.before_read(tally.flush)
+        return tally
+
+    def histogram_tally(self, histogram: Histogram) -> HistogramTally:
+        tally = HistogramTally(histogram)
+        self.registry.before_read(tally.flush)
+        return tally
 
     def set_circuit_state(self, state: CircuitState) -> None:
         for name in CIRCUIT_STATES:

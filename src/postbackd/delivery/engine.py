@@ -11,6 +11,7 @@
     recorder.py  results into store commits; owns deliveries until committed
     holds.py     held deliveries released when the signing rule yields an account
     ratelimit.py, circuit.py, retry.py   the policies, driven by an injected clock
+    slices.py    rate budgets shared with the other daemons of a shared store
 
 This module starts and stops them in order, routes deliveries to lanes, sends, and applies
 what outcomes decide (metrics, the account's budget and authentication, device state).
@@ -57,6 +58,7 @@ from .model import Delivery, Result, State
 from .ratelimit import RateBudgets
 from .recorder import Batch, Recorder
 from .retry import RetryPolicy
+from .slices import BudgetSync
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,13 @@ class Engine:
             settings.retry_base_s, settings.retry_factor, settings.retry_cap_s
         )
         self._rng = random.Random()
-        self._budgets = RateBudgets(
-            settings.rate_limit_requests, settings.rate_limit_window_s, clock.time
-        )
+        # --- rate budgets: this daemon's own, or shared through the store (PRODUCT.md 5)
+        self._budgets: RateBudgets | BudgetSync = (
+            BudgetSync(store, settings.rate_limit_requests, settings.rate_limit_window_s,
+                       self._wake_lane, clock.time)
+            if store.budgets_shared
+            else RateBudgets(settings.rate_limit_requests, settings.rate_limit_window_s, clock.time)
+        )  # fmt: skip
         self._broad = BroadBreaker(
             settings.circuit_min_requests,
             settings.circuit_window_s,
@@ -110,12 +116,15 @@ class Engine:
         # Requests at X or waiting for a pooled connection, all lanes together: twice the
         # pool, so a request is signed and ready while another's answer is read.
         self._slots = asyncio.Semaphore(settings.x_max_connections * 2)
-        self._outcomes = {o: metrics.deliveries.labels(o) for o in DELIVERY_OUTCOMES}
-        self._answers = {k: metrics.x_answers.labels(k) for k in ResponseKind}
-        self._requests = {c: metrics.x_requests.labels(c) for c in STATUS_CLASSES}
-        # Children looked up once: `labels()` per claim cost more than the increment.
-        self._claims = {o: metrics.claims.labels(o) for o in CLAIM_OUTCOMES}
-        self._attributions = {e: metrics.attributions.labels(e) for e in ENGAGEMENT_TYPES}
+        # Per-claim metrics are tallied in plain ints and histogram buckets, brought into
+        # the metrics when the registry is read (metrics.py): a claim moves six of them.
+        self._outcomes = metrics.counter_tally(metrics.deliveries, DELIVERY_OUTCOMES).counts
+        self._answers = metrics.counter_tally(metrics.x_answers, ResponseKind).counts
+        self._requests = metrics.counter_tally(metrics.x_requests, STATUS_CLASSES).counts
+        self._claims = metrics.counter_tally(metrics.claims, CLAIM_OUTCOMES).counts
+        self._attributions = metrics.counter_tally(metrics.attributions, ENGAGEMENT_TYPES).counts
+        self._x_duration = metrics.histogram_tally(metrics.x_request_duration)
+        self._lag = metrics.histogram_tally(metrics.delivery_lag)
         self._warn = RateLimitedLog(log)
         # Every delivery in memory, from load until its new state is committed: the loader
         # skips these ids, so nothing is sent twice by this process.
@@ -151,6 +160,8 @@ class Engine:
         ]
         if (lease_s := self._store.lease_s) is not None:
             parts.append(("leases", partial(self._renew_leases, lease_s)))
+        if isinstance(self._budgets, BudgetSync):
+            parts.append(("budgets", self._budgets.run))
         for name, run in parts:
             task = asyncio.create_task(run(), name=f"delivery-{name}")
             task.add_done_callback(self._died)
@@ -209,6 +220,8 @@ class Engine:
                     grace_s,
                 )
         await asyncio.gather(*self._tasks, *lane_tasks, return_exceptions=True)
+        if isinstance(self._budgets, BudgetSync):
+            await self._budgets.close()  # what this daemon did not send, for the others
         # What X answered before the stop is recorded now, not sent again after the start.
         left_s = deadline - asyncio.get_running_loop().time()
         unwritten = await self._recorder.drain(max(left_s, 1.0))
@@ -275,7 +288,7 @@ class Engine:
             )
         finally:
             self._cancelling.remove(match)
-        self._outcomes["cancelled"].inc(count)
+        self._outcomes["cancelled"] += count
         self.done["cancelled"] = self.done.get("cancelled", 0) + count
         return count
 
@@ -422,9 +435,9 @@ class Engine:
             lane.wake.set()
 
     def _observe(self, lane: Lane, response: XResponse) -> None:
-        self._requests[response.status_class].inc()
-        self._metrics.x_request_duration.observe(response.duration_s)
-        self._answers[response.kind].inc()
+        self._requests[response.status_class] += 1
+        self._x_duration.observe(response.duration_s)
+        self._answers[response.kind] += 1
         info = response.rate_limit
         limited = response.kind is ResponseKind.RATE_LIMITED
         if info is not None:
@@ -498,10 +511,10 @@ class Engine:
             return
         decision = outcome.decision
         if decision is not None:
-            self._claims[decision.outcome].inc()
+            self._claims[decision.outcome] += 1
         attribution = outcome.result.attribution
         if attribution is not None:
-            self._attributions[attribution.engagement_type].inc()
+            self._attributions[attribution.engagement_type] += 1
             self._devices.remember(
                 attribution.app_id, attribution.device_key, d.network, attribution.engagement_time
             )
@@ -537,10 +550,10 @@ class Engine:
                 result = outcomes.result(d, "cancelled", "cancelled", account_id=None)
                 state = "cancelled"
         if state == "scheduled":
-            self._outcomes["retried"].inc()
+            self._outcomes["retried"] += 1
             self.done["retried"] += 1
         else:
-            self._outcomes[state].inc()
+            self._outcomes[state] += 1
             self.done[state] = self.done.get(state, 0) + 1
             if state == "dead":
                 self._warn.warning(
@@ -548,7 +561,7 @@ class Engine:
                 )
         if state in ("delivered", "dead"):
             lag_s = (self.now_ms() - d.first_due_ms) / 1000
-            self._metrics.delivery_lag.observe(max(0.0, lag_s))
+            self._lag.observe(max(0.0, lag_s))
         self._recorder.add(d, result)
 
     def _written(self, batch: Batch) -> None:
@@ -599,6 +612,12 @@ class Engine:
             if lane is not None:
                 lane.wake.set()
         self._metrics.accounts_circuit_open.set(len(self._open_accounts))
+
+    def _wake_lane(self, account_id: str) -> None:
+        """The account's budget has a slice again (delivery/slices.py)."""
+        lane = self._lanes.get(account_id)
+        if lane is not None:
+            lane.wake.set()
 
     @staticmethod
     def _wake_all(lanes: Iterable[Lane]) -> None:

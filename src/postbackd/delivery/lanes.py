@@ -18,7 +18,7 @@ from postbackd.model import XAccount
 
 from .circuit import BroadBreaker, CircuitBreaker
 from .model import Delivery
-from .ratelimit import AccountBudget
+from .ratelimit import Budget
 
 # A lane whose circuit is open looks again at least this often (its probe may come due).
 _MIN_NAP_S: Final = 0.05
@@ -55,9 +55,7 @@ REROUTE: Final[Reroute] = "reroute"
 class Lane:
     __slots__ = ("account_id", "breaker", "budget", "cap", "in_flight", "queue", "task", "wake")
 
-    def __init__(
-        self, account_id: str, cap: int, budget: AccountBudget, breaker: CircuitBreaker
-    ) -> None:
+    def __init__(self, account_id: str, cap: int, budget: Budget, breaker: CircuitBreaker) -> None:
         self.account_id = account_id
         self.cap = cap
         self.budget = budget

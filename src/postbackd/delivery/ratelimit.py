@@ -10,6 +10,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+
+class Budget(Protocol):
+    """What a lane asks of an account's budget: `AccountBudget` (this daemon's alone), or a
+    `SliceBudget` (delivery/slices.py) when the daemons of a shared store share it."""
+
+    def try_take(self) -> float: ...
+
+    def give_back(self) -> None: ...
+
+    def observe(
+        self,
+        limit: int | None,
+        remaining: int | None,
+        reset_epoch_s: float | None,
+        *,
+        limited: bool = False,
+    ) -> None: ...
+
+    def block_until(self, reset_epoch_s: float | None) -> None: ...
 
 
 class AccountBudget:

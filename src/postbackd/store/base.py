@@ -19,6 +19,12 @@ Rules every implementation keeps:
   hands a dead owner's deliveries out again once their lease ran out. Recording a
   delivery's result, or releasing it, ends its lease. The embedded store has one owner, so
   its leases are trivial (`lease_s` is None: nothing to renew).
+- **Rate budgets** (PRODUCT.md 5): a shared store keeps one row per X account, the state of
+  its current window (end, limit, requests granted), that every daemon draws slices from,
+  returns what it did not use to, and corrects with X's rate-limit headers; all daemons
+  together stay within the account's window. The embedded store has one daemon, whose local
+  budget is the whole budget (`budgets_shared` False): it grants whatever is asked and
+  ignores returns and corrections.
 - Which store runs is `database_url` (store/url.py); the factory (store/factory.py) builds
   it, importing a shared store's module only when it is named: `postbackd.store.postgres`
   provides `create(database: DatabaseUrl, settings: Settings, *, on_error, on_fatal)`,
@@ -80,6 +86,21 @@ class HeldGroup(NamedTuple):
 
 # A device's latest attribution: (network, engagement_time, attributed_ms).
 DeviceAttribution = tuple[str, str, int]
+
+# --- rate budgets --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetGrant:
+    """What a rate-budget call left this daemon with: `granted` requests it may send (a
+    take's slice; 0 for a correction), in the window `window_no` of the account's shared
+    row, which ends at `window_end_ms`. A slice is spent only in its window: once that ended
+    (or the row moved on to another window), what is left of it is void."""
+
+    granted: int
+    window_no: int
+    window_end_ms: int
+
 
 # --- results reads -------------------------------------------------------------------------
 
@@ -227,6 +248,48 @@ class Store(Protocol):
         stays cancelled unless the result is `delivered` or `dead`. A claim and an
         attribution of a result are stored with it; the device's latest attribution is
         that of its latest engagement, whatever the order results arrive in."""
+        ...
+
+    # --- rate budgets (PRODUCT.md 5) ---------------------------------------------------------
+
+    @property
+    def budgets_shared(self) -> bool:
+        """Other daemons draw on the same X accounts' budgets: the engine then sends only
+        what it took as slices. False for the embedded store (one daemon, a local budget)."""
+        ...
+
+    async def take_budget(
+        self, account_id: str, want: int, now_ms: int, cap: int, window_ms: int
+    ) -> BudgetGrant:
+        """Take up to `want` requests of the account's current window. A window that ended
+        (or none yet) is opened at `now_ms` for `window_ms` with the window's limit (X's
+        last word, never above the configured `cap`) and nothing granted. Never grants more
+        than the window has left; 0 when it is spent (wait for `window_end_ms`)."""
+        ...
+
+    async def return_budget(self, account_id: str, window_no: int, count: int) -> None:
+        """Give back `count` requests of a slice of window `window_no` that were not sent;
+        nothing happens when the row has moved on to another window since."""
+        ...
+
+    async def correct_budget(
+        self,
+        account_id: str,
+        limit: int | None,
+        remaining: int | None,
+        reset_ms: int | None,
+        now_ms: int,
+        cap: int,
+        *,
+        limited: bool = False,
+    ) -> BudgetGrant:
+        """Correct the account's row from X's rate-limit headers (None: absent), as the
+        local budget does (delivery/ratelimit.py): X's limit (capped) replaces the window's;
+        X's remaining for the current window leaves no more than it to grant (requests in
+        flight are granted but not yet counted by X, so the lower count is the true one); a
+        reset later than the window's end is X's next window, counted as X counts it; an
+        answer of a window that ended changes nothing. `limited` (a 429) spends what is left
+        of the window X names. Grants nothing: the row's window, for the caller's slice."""
         ...
 
     # --- holds, replay, cancel ---------------------------------------------------------------

@@ -29,6 +29,7 @@ from postbackd.index import Index
 from postbackd.store import config, results, retention
 from postbackd.store import deliveries as sql
 from postbackd.store.base import (
+    BudgetGrant,
     Change,
     Deleted,
     DeviceAttribution,
@@ -212,6 +213,34 @@ class EmbeddedStore:
 
     async def release_leases(self, ids: Collection[int]) -> None:
         """Rows stay pending in the store while loaded: nothing to give back."""
+
+    # --- rate budgets: one daemon, whose local budget is the whole one ----------------------
+
+    @property
+    def budgets_shared(self) -> bool:
+        return False
+
+    async def take_budget(
+        self, account_id: str, want: int, now_ms: int, cap: int, window_ms: int
+    ) -> BudgetGrant:
+        return BudgetGrant(max(0, want), 0, now_ms + window_ms)
+
+    async def return_budget(self, account_id: str, window_no: int, count: int) -> None:
+        """Nothing was taken from a shared row: nothing to give back."""
+
+    async def correct_budget(
+        self,
+        account_id: str,
+        limit: int | None,
+        remaining: int | None,
+        reset_ms: int | None,
+        now_ms: int,
+        cap: int,
+        *,
+        limited: bool = False,
+    ) -> BudgetGrant:
+        # The daemon's own budget takes X's headers (delivery/ratelimit.py).
+        return BudgetGrant(0, 0, now_ms if reset_ms is None else reset_ms)
 
     def write_results(self, results: Sequence[Result], now_ms: int) -> asyncio.Future[None]:
         future: asyncio.Future[None] = self.writer.submit(

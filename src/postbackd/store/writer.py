@@ -13,7 +13,7 @@ Supervision, after aiokafka's sender: nothing waits forever on a future nobody w
   commit is the probe: the first that succeeds makes the store healthy again.
 - A job that fails on its own (a bug, a constraint) costs the other jobs of its commit
   nothing: they are committed one by one.
-- A corrupt database, or the writer task dying, is beyond recovery: every waiting job fails
+- A corrupt database, or the writer's thread dying, is beyond recovery: every waiting job fails
   and `on_fatal` asks the daemon to exit non-zero, so that a supervisor restarts it.
 """
 
@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 Outcome = tuple[bool, Any]
-Item = tuple[Job, "asyncio.Future[Any]"]
+# A job, its future, and whether it joins a group commit (a write) or runs alone (a read).
+Item = tuple[Job, "asyncio.Future[Any]", bool]
 # Enough to amortise a commit, small enough that one transaction stays short.
 MAX_JOBS_PER_COMMIT: Final = 512
 WAL_SIZE_LIMIT: Final = 4 * 1024 * 1024  # what 1,000 pages take: SQLite checkpoints then
@@ -74,6 +76,10 @@ def store_failure(exc: BaseException) -> StoreUnavailable | None:
 
 
 class Writer:
+    """Jobs are gathered on the event loop for one pass and handed to the writer's own thread
+    in one list; the thread commits and hands each commit's outcomes back in one callback.
+    A thread fed by a plain queue costs the loop a fraction of an executor hop per commit."""
+
     def __init__(
         self,
         path: Path,
@@ -86,12 +92,19 @@ class Writer:
         self._on_error = on_error
         self._on_fatal = on_fatal
         self._clock = clock
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="postbackd-writer")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
-        # None is the stop mark: the writer commits everything queued before it, then ends.
-        self._queue: asyncio.Queue[tuple[Job, asyncio.Future[Any]] | None] = asyncio.Queue()
-        self._batch: list[tuple[Job, asyncio.Future[Any]]] = []
-        self._task: asyncio.Task[None] | None = None
+        # Items submitted during this pass of the loop, handed over together at its end.
+        self._pending: list[Item] = []
+        # Lists of items for the thread; None is the stop mark: the thread commits everything
+        # queued before it, closes the connection and ends.
+        self._inbox: queue.SimpleQueue[list[Item] | None] = queue.SimpleQueue()
+        # What the thread has taken from the inbox and not yet settled: failed if it dies.
+        self._in_hand: list[list[Item] | None] = []
+        self._stopped: asyncio.Future[None] | None = None
+        self._dead = False
+        self._stopping = False
         self._closed = False
         self._failing_since: float | None = None
         self._failed_commits = 0
@@ -103,10 +116,11 @@ class Writer:
         return self._failing_since is None and not self._closed
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(self._executor, self._connect)
-        self._task = asyncio.create_task(self._run(), name="store-writer")
-        self._task.add_done_callback(self._ended)
+        loop = self._loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        self._conn = await loop.run_in_executor(None, self._connect)
+        self._thread = threading.Thread(target=self._serve, name="postbackd-writer", daemon=True)
+        self._thread.start()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -120,46 +134,103 @@ class Writer:
         return conn
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(conn, *args)` on the writer's thread, outside any group commit. For the
-        reads whose answer must be ordered with the commits (the engine's loads); other
-        reads go to a `Reader`, so that they never wait for a commit or delay one."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(self._conn, *args))
+        """Run `fn(conn, *args)` on the writer's thread, outside any group commit, after the
+        commits submitted before it. For the reads whose answer must be ordered with the
+        commits (the engine's loads); other reads go to a `Reader`, so that they never wait
+        for a commit or delay one."""
+        result: T = await self._queue(lambda conn: fn(conn, *args), grouped=False)
+        return result
 
     def submit(self, job: Job) -> asyncio.Future[Any]:
         """Queue a write; the future resolves with its result once it is committed, or fails
         with `StoreUnavailable` when the store could not commit it."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if self._closed or (self._task is not None and self._task.done()):
+        return self._queue(job, grouped=True)
+
+    def _queue(self, job: Job, *, grouped: bool) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._stopping or self._dead or self._thread is None:
             future.set_exception(StoreUnavailable("the store is closed", kind="closed"))
-        else:
-            self._queue.put_nowait((job, future))
+            return future
+        if not self._pending:
+            loop.call_soon(self._hand_over)
+        self._pending.append((job, future, grouped))
         return future
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = self._batch = [first]
-            while len(batch) < MAX_JOBS_PER_COMMIT and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            outcomes = await loop.run_in_executor(self._executor, self._commit, batch)
-            self._batch = []
-            self._settle(batch, outcomes)
+    def _hand_over(self) -> None:
+        items, self._pending = self._pending, []
+        if self._dead:
+            _fail([items])
+        elif items:
+            self._inbox.put(items)
 
-    def _settle(
-        self, batch: list[tuple[Job, asyncio.Future[Any]]], outcomes: list[Outcome]
-    ) -> None:
+    # The writer's thread.
+
+    def _serve(self) -> None:
+        try:
+            self._work()
+        # A bug in the writer: reported on the loop (logged there), and nothing may wait forever.
+        except BaseException as exc:  # noqa: BLE001
+            self._post(self._ended, exc)
+        else:
+            self._post(self._ended, None)
+
+    def _work(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        inbox = self._inbox
+        while True:
+            taken = self._in_hand = [inbox.get()]
+            while not inbox.empty():
+                taken.append(inbox.get_nowait())
+            batch: list[Item] = []
+            for items in taken:
+                if items is None:
+                    if batch:
+                        self._post(self._settle, batch, self._commit(batch))
+                    conn.close()
+                    return
+                for item in items:
+                    if item[2]:
+                        batch.append(item)
+                        if len(batch) == MAX_JOBS_PER_COMMIT:
+                            self._post(self._settle, batch, self._commit(batch))
+                            batch = []
+                        continue
+                    if batch:  # a call comes after the commits submitted before it
+                        self._post(self._settle, batch, self._commit(batch))
+                        batch = []
+                    self._post(self._answer, item[1], self._alone_outside(conn, item[0]))
+            if batch:
+                self._post(self._settle, batch, self._commit(batch))
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(callback, *args)
+
+    @staticmethod
+    def _alone_outside(conn: sqlite3.Connection, fn: Job) -> Outcome:
+        try:
+            return True, fn(conn)
+        except Exception as exc:  # noqa: BLE001 - the caller's to handle: it awaits this
+            return False, exc
+
+    # Back on the event loop.
+
+    @staticmethod
+    def _answer(future: asyncio.Future[Any], outcome: Outcome) -> None:
+        if future.done():
+            return
+        ok, value = outcome
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def _settle(self, batch: list[Item], outcomes: list[Outcome]) -> None:
         failure: StoreUnavailable | None = None
         committed = False
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             committed = committed or ok
             if not ok and isinstance(value, StoreUnavailable):
                 failure = value
@@ -198,12 +269,12 @@ class Writer:
         self._failing_since = None
         self._failed_commits = 0
 
-    def _commit(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Outcome]:
+    def _commit(self, batch: list[Item]) -> list[Outcome]:
         conn = self._conn
         assert conn is not None
         try:
             conn.execute("BEGIN IMMEDIATE")
-            results = [(True, job(conn)) for job, _ in batch]
+            results = [(True, job(conn)) for job, _, _ in batch]
             conn.execute("COMMIT")
             return results
         except Exception as exc:
@@ -215,7 +286,7 @@ class Writer:
                 log.error("a store write failed", exc_info=exc)
                 return [(False, exc)]
             # One bad job must not cost the others: commit each on its own.
-            return [self._alone(conn, job) for job, _ in batch]
+            return [self._alone(conn, job) for job, _, _ in batch]
 
     def _alone(self, conn: sqlite3.Connection, job: Job) -> Outcome:
         try:
@@ -240,30 +311,23 @@ class Writer:
             except sqlite3.Error as exc:
                 log.warning("rollback after a failed commit failed too: %s", exc)
 
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        """The writer task ended: at close, or because it broke (then nothing may hang)."""
-        error: BaseException | None = None
-        if task.cancelled():
-            error = StoreUnavailable("the store writer was cancelled", kind="closed")
-        elif task.exception() is not None:
-            error = task.exception()
+    def _ended(self, error: BaseException | None) -> None:
+        """The thread ended: at close, or because it broke (then nothing may hang)."""
+        self._dead = True
+        if error is not None:
             log.critical("the store writer stopped on an unexpected error", exc_info=error)
-        if error is None:
-            return
-        self._fail_waiting()
-        if not self._closed:
-            self._fatal(error)
+            self._fail_waiting()
+            if not self._stopping:
+                self._fatal(error)
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
 
     def _fail_waiting(self) -> None:
-        closed = StoreUnavailable("the store writer stopped", kind="closed")
-        waiting = [f for _, f in self._batch]
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is not None:
-                waiting.append(item[1])
-        for future in waiting:
-            if not future.done():
-                future.set_exception(closed)
+        waiting = [*self._in_hand, self._pending]
+        self._pending = []
+        while not self._inbox.empty():
+            waiting.append(self._inbox.get_nowait())
+        _fail(waiting)
 
     def _fatal(self, error: BaseException) -> None:
         if self._on_fatal is not None:
@@ -271,11 +335,23 @@ class Writer:
 
     async def close(self) -> None:
         """Commit what is queued, then stop the writer and close the connection."""
-        if self._task is not None and not self._task.done():
-            self._queue.put_nowait(None)
-            await asyncio.wait([self._task])
-        self._closed = True
+        if self._thread is not None and not self._dead:
+            self._stopping = True
+            self._hand_over()
+            self._inbox.put(None)
+            assert self._stopped is not None
+            await self._stopped
+        self._stopping = self._closed = True
         self._fail_waiting()
+        if self._thread is not None:
+            self._thread.join()
         if self._conn is not None:
-            await self.call(sqlite3.Connection.close)
-        self._executor.shutdown(wait=True)
+            self._conn.close()  # a no-op when the thread closed it; else it died holding it
+
+
+def _fail(waiting: list[list[Item] | None]) -> None:
+    closed = StoreUnavailable("the store writer stopped", kind="closed")
+    for items in waiting:
+        for _, future, _ in items or ():
+            if not future.done():
+                future.set_exception(closed)

@@ -202,7 +202,95 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX devices_attributed ON devices(attributed_ms);
     """,
-    # 2: the leasing reads seek what a daemon may take instead of stepping over what the
+    # Shared rate budgets (PRODUCT.md 5; store/postgres/budgets.py): one row per X account,
+    # the state of its current window that every daemon takes slices from. `window_no`
+    # counts the windows, so that a slice (or a return) of an ended window is told from the
+    # current one; `confirmed` once an answer of X named the window's end. The two
+    # functions each change the row under its lock in one round trip.
+    """
+    CREATE TABLE rate_budgets (
+        account_id TEXT PRIMARY KEY,
+        window_no BIGINT NOT NULL,
+        window_end_ms BIGINT NOT NULL,
+        confirmed BOOLEAN NOT NULL,
+        window_limit INTEGER NOT NULL,
+        granted INTEGER NOT NULL
+    );
+    CREATE FUNCTION postbackd_take_budget(
+        p_account TEXT, p_want INTEGER, p_now BIGINT, p_cap INTEGER, p_window BIGINT
+    ) RETURNS TABLE (o_granted INTEGER, o_window_no BIGINT, o_window_end_ms BIGINT)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        b rate_budgets%ROWTYPE;
+        n INTEGER;
+    BEGIN
+        INSERT INTO rate_budgets VALUES (p_account, 0, 0, FALSE, p_cap, 0)
+            ON CONFLICT (account_id) DO NOTHING;
+        SELECT * INTO b FROM rate_budgets r WHERE r.account_id = p_account FOR UPDATE;
+        IF b.window_end_ms <= p_now THEN
+            b.window_no := b.window_no + 1;
+            b.window_end_ms := p_now + p_window;
+            b.confirmed := FALSE;
+            b.granted := 0;
+        END IF;
+        b.window_limit := LEAST(b.window_limit, p_cap);
+        n := LEAST(GREATEST(p_want, 0), GREATEST(b.window_limit - b.granted, 0));
+        UPDATE rate_budgets r SET window_no = b.window_no, window_end_ms = b.window_end_ms,
+            confirmed = b.confirmed, window_limit = b.window_limit, granted = b.granted + n
+            WHERE r.account_id = p_account;
+        RETURN QUERY SELECT n, b.window_no, b.window_end_ms;
+    END
+    $$;
+    CREATE FUNCTION postbackd_correct_budget(
+        p_account TEXT, p_limit INTEGER, p_remaining INTEGER, p_reset BIGINT, p_now BIGINT,
+        p_cap INTEGER, p_limited BOOLEAN
+    ) RETURNS TABLE (o_window_no BIGINT, o_window_end_ms BIGINT)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        b rate_budgets%ROWTYPE;
+        is_open BOOLEAN;
+        -- GREATEST skips NULLs: an absent remaining must stay absent.
+        x_remaining INTEGER := CASE WHEN p_remaining < 0 THEN 0 ELSE p_remaining END;
+    BEGIN
+        INSERT INTO rate_budgets VALUES (p_account, 0, 0, FALSE, p_cap, 0)
+            ON CONFLICT (account_id) DO NOTHING;
+        SELECT * INTO b FROM rate_budgets r WHERE r.account_id = p_account FOR UPDATE;
+        is_open := b.window_end_ms > p_now;
+        IF p_limit > 0 THEN  -- a limit of 0 would stall the account forever
+            b.window_limit := LEAST(p_limit, p_cap);
+        END IF;
+        IF p_reset IS NULL OR (is_open AND (p_reset = b.window_end_ms
+                OR (p_now < p_reset AND (NOT b.confirmed OR p_reset < b.window_end_ms)))) THEN
+            -- The current window: X counts what reached it; the lower count is the true one.
+            IF is_open THEN
+                IF x_remaining IS NOT NULL THEN
+                    b.granted := GREATEST(b.granted, b.window_limit - x_remaining);
+                END IF;
+                IF p_limited THEN
+                    b.granted := GREATEST(b.granted, b.window_limit);
+                END IF;
+                IF p_reset IS NOT NULL THEN
+                    b.window_end_ms := p_reset;
+                    b.confirmed := TRUE;
+                END IF;
+            END IF;
+        ELSIF p_reset > p_now AND (NOT is_open OR p_reset > b.window_end_ms) THEN
+            -- X has moved on to a window the row knows nothing of: X's count is the one.
+            b.window_no := b.window_no + 1;
+            b.window_end_ms := p_reset;
+            b.confirmed := TRUE;
+            b.granted := CASE WHEN p_limited THEN b.window_limit
+                ELSE b.window_limit - LEAST(b.window_limit, COALESCE(x_remaining, b.window_limit))
+                END;
+        END IF;
+        UPDATE rate_budgets r SET window_no = b.window_no, window_end_ms = b.window_end_ms,
+            confirmed = b.confirmed, window_limit = b.window_limit, granted = b.granted
+            WHERE r.account_id = p_account;
+        RETURN QUERY SELECT b.window_no, b.window_end_ms;
+    END
+    $$;
+    """,
+    # 3: the leasing reads seek what a daemon may take instead of stepping over what the
     # daemons hold: the free pending rows of a lane in due order, and a daemon's own leases
     # by lane in due order (which also serves renewing and releasing by owner, as
     # deliveries_leased did).

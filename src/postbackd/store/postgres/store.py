@@ -33,6 +33,7 @@ from postbackd.event import Event
 from postbackd.index import Index
 from postbackd.logs import RateLimitedLog
 from postbackd.store.base import (
+    BudgetGrant,
     Change,
     Deleted,
     DeviceAttribution,
@@ -45,7 +46,7 @@ from postbackd.store.base import (
 from postbackd.store.sealing import Sealer
 from postbackd.store.url import DatabaseUrl
 
-from . import DEFAULT_LEASE_S, config, deliveries, leases, results, retention
+from . import DEFAULT_LEASE_S, budgets, config, deliveries, leases, results, retention
 from .connect import COMMAND_TIMEOUT_S, DRIVER_ERRORS, Conn, open_pool, store_failure
 from .watch import ConfigWatch
 from .writer import ResultWriter
@@ -259,6 +260,40 @@ class PostgresStore:
             future.set_exception(StoreUnavailable("the store is closed", kind="closed"))
             return future
         return self._writer.submit(results, now_ms)
+
+    # --- rate budgets --------------------------------------------------------------------
+
+    @property
+    def budgets_shared(self) -> bool:
+        return True
+
+    async def take_budget(
+        self, account_id: str, want: int, now_ms: int, cap: int, window_ms: int
+    ) -> BudgetGrant:
+        return await self._write(
+            lambda c: budgets.take(c, account_id, want, now_ms, cap, window_ms)
+        )
+
+    async def return_budget(self, account_id: str, window_no: int, count: int) -> None:
+        if count > 0:
+            await self._write(lambda c: budgets.give_back(c, account_id, window_no, count))
+
+    async def correct_budget(
+        self,
+        account_id: str,
+        limit: int | None,
+        remaining: int | None,
+        reset_ms: int | None,
+        now_ms: int,
+        cap: int,
+        *,
+        limited: bool = False,
+    ) -> BudgetGrant:
+        return await self._write(
+            lambda c: budgets.correct(
+                c, account_id, limit, remaining, reset_ms, now_ms, cap, limited
+            )
+        )
 
     # --- holds, replay, cancel -------------------------------------------------------------
 
