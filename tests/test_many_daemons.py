@@ -81,13 +81,13 @@ async def clients(procs: Sequence[Proc]) -> AsyncIterator[list[Api]]:
         yield [await stack.enter_async_context(client(p)) for p in procs]
 
 
-async def knows(api: Api, path: str) -> None:
-    """Until this daemon's configuration has the object at `path` (it reads its in-memory
-    index: the change reached it)."""
+async def knows(api: Api, path: str, **fields: Any) -> None:
+    """Until this daemon's configuration has the object at `path`, with `fields` (it reads
+    its in-memory index: the change reached it)."""
 
     async def found() -> bool:
-        status, _ = await api.request("GET", path)
-        return status == 200
+        status, body = await api.request("GET", path)
+        return status == 200 and all(body.get(k) == v for k, v in fields.items())
 
     await wait_for(found, timeout_s=30)
 
@@ -155,6 +155,8 @@ async def test_a_tracker_created_through_one_daemon_attributes_at_another(
     tmp_path: Path, pg_url: str
 ) -> None:
     # X claims every conversion, engaged within the last day, in the campaigns named below.
+    # Its engagements are CLICKs or VIEWs at random: the trackers' post-view window of a day
+    # makes either attribute.
     mock = await start_mock("--claim-rate", "1", "--claim-max-age-days", "1")
     try:
         async with (
@@ -163,7 +165,10 @@ async def test_a_tracker_created_through_one_daemon_attributes_at_another(
         ):
             seeded = await seed_config(a)
             app_id, first = seeded["app"]["id"], seeded["tracker"]
-            await knows(b, f"/api/v1/postbacks/{seeded['postback']['id']}")
+            await a.ok(
+                "PATCH", f"/api/v1/trackers/{first['id']}", json={"post_view_window_days": 1}
+            )
+            await knows(b, f"/api/v1/trackers/{first['id']}", post_view_window_days=1)
             await mock_patch(mock, {"campaign_names": [f"Winter {first['id']}"]})
             assert (await ingest(b, [event(app_id, 1)]))["accepted"] == 1
             assert await attributed_to(b, "ev-1") == first["id"]
@@ -173,7 +178,7 @@ async def test_a_tracker_created_through_one_daemon_attributes_at_another(
                 "app_id": app_id, "campaign_name": "Spring", "segment_name": "All",
                 "name": "Spring reengagement", "network": "x_ios",
                 "x_account_ids": [ACCOUNT_ID], "target_event": "PURCHASE",
-                "event_matching_event": "purchase",
+                "event_matching_event": "purchase", "post_view_window_days": 1,
             })  # fmt: skip
             await mock_patch(mock, {"campaign_names": [f"Spring {second['id']}"]})
             await knows(b, f"/api/v1/trackers/{second['id']}")
