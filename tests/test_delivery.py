@@ -53,14 +53,16 @@ async def deliveries(api: Api, state: str | None = None) -> list[dict[str, Any]]
     return (await api.ok("GET", "/api/v1/deliveries" + query))["items"]  # type: ignore[no-any-return]
 
 
-async def settled(api: Api, count: int, state: str = "delivered") -> list[dict[str, Any]]:
+async def settled(
+    api: Api, count: int, state: str = "delivered", timeout_s: float = 20.0
+) -> list[dict[str, Any]]:
     """Wait until `count` deliveries are in `state`."""
 
     async def check() -> list[dict[str, Any]] | None:
         found = await deliveries(api, state)
         return found if len(found) >= count else None
 
-    return await wait_for(check)  # type: ignore[no-any-return]
+    return await wait_for(check, timeout_s=timeout_s)  # type: ignore[no-any-return]
 
 
 class Stack:

@@ -157,7 +157,8 @@ async def test_kill_9_of_one_of_three_daemons_under_load_loses_nothing(
             await victim.proc.wait()
             await feeding
             assert len(await conversions(mock)) < len(accepted), "the kill came too late"
-            await settled(apis[1], len(accepted))
+            # Hang detection only: a busy machine may take long over 900 slow answers.
+            await settled(apis[1], len(accepted), timeout_s=120)
         received = [r["params"]["hashed_device_id"] for r in await conversions(mock)]
         assert {hashed(idfa(n).upper()) for n in accepted} <= set(received), (
             "an accepted event never reached X"

@@ -75,7 +75,7 @@ async def test_kill_9_of_a_daemon_with_leases_loses_nothing(tmp_path: Path, pg_u
 
         second = await start_daemon(tmp_path / "b", mock.url, database_url=url, **settings)
         async with client(second) as api:
-            await settled(api, count)
+            await settled(api, count, timeout_s=120)
         received = [r["params"]["hashed_device_id"] for r in await conversions(mock)]
         assert {hashed(idfa(n).upper()) for n in range(count)} <= set(received), (
             "an accepted event never reached X"
@@ -112,7 +112,7 @@ async def test_a_running_daemon_takes_over_an_account_it_never_saw(
             await first.proc.wait()
         assert len(await conversions(mock)) < count, "the kill came too late to test anything"
         async with client(second) as api:
-            await settled(api, count)
+            await settled(api, count, timeout_s=120)
         received = {r["params"]["hashed_device_id"] for r in await conversions(mock)}
         assert {hashed(idfa(n).upper()) for n in range(count)} <= received
     finally:
