@@ -10,15 +10,13 @@ are full before it runs out, and only those are measured.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
-from conftest import Api, seed_config
 from pgproc import pg_server, pg_url
 from procs import conversions, start_mock, wait_for
-from test_delivery import FAST_RETRY, deliveries, event, ingest
-from test_postgres_daemons import daemons
+from test_delivery import FAST_RETRY, deliveries
+from test_postgres_daemons import configured, daemons, spread
 
 __all__ = ["pg_server", "pg_url"]  # fixtures
 
@@ -47,24 +45,9 @@ async def test_three_daemons_share_one_accounts_window(tmp_path: Path, pg_url: s
     try:
         async with daemons(tmp_path, mock, pg_url, 3, **settings) as members:
             apis = [m.api for m in members]
-            app_id = (await seed_config(apis[0]))["app"]["id"]
-
-            async def all_know() -> bool:
-                for api in apis:
-                    found = await api.ok("GET", "/api/v1/postbacks")
-                    if not found["items"]:
-                        return False
-                return True
-
-            await wait_for(all_know, timeout_s=20)
-
+            app_id = await configured(apis)
             # The ingest spread over the daemons; each sends what any of them accepted.
-            async def feed(api: Api, first: int) -> None:
-                for start in range(first, EVENTS, 3 * 50):
-                    batch = [event(app_id, n) for n in range(start, min(start + 50, EVENTS))]
-                    assert (await ingest(api, batch))["accepted"] == len(batch)
-
-            await asyncio.gather(*(feed(api, i * 50) for i, api in enumerate(apis)))
+            await spread(apis, app_id, EVENTS)
 
             async def all_delivered() -> bool:
                 return len(await deliveries(apis[1], "delivered")) >= EVENTS

@@ -52,6 +52,34 @@ async def daemons(
             await proc.kill()
 
 
+async def configured(apis: list[Api]) -> str:
+    """The seed's configuration made through the first daemon, once every daemon has it:
+    its app's id."""
+    app_id = str((await seed_config(apis[0]))["app"]["id"])
+
+    async def all_know() -> bool:
+        for api in apis:
+            found = await api.ok("GET", "/api/v1/postbacks")
+            if not found["items"]:
+                return False
+        return True
+
+    await wait_for(all_know, timeout_s=20)
+    return app_id
+
+
+async def spread(apis: list[Api], app_id: str, count: int) -> None:
+    """Events 0 to count - 1, in batches of 50 given to the daemons in turn (no load
+    balancer in front of them)."""
+
+    async def feed(api: Api, first: int) -> None:
+        for start in range(first, count, len(apis) * 50):
+            batch = [event(app_id, n) for n in range(start, min(start + 50, count))]
+            assert (await ingest(api, batch))["accepted"] == len(batch)
+
+    await asyncio.gather(*(feed(api, i * 50) for i, api in enumerate(apis)))
+
+
 async def test_a_change_through_one_daemon_acts_at_the_other(tmp_path: Path, pg_url: str) -> None:
     mock = await start_mock()
     try:
@@ -91,24 +119,8 @@ async def test_three_daemons_claim_every_event_exactly_once(tmp_path: Path, pg_u
     try:
         async with daemons(tmp_path, mock, pg_url, 3, **FAST_RETRY) as members:
             apis = [m.api for m in members]
-            app_id = (await seed_config(apis[0]))["app"]["id"]
-
-            async def all_know() -> bool:
-                for api in apis:
-                    found = await api.ok("GET", "/api/v1/postbacks")
-                    if not found["items"]:
-                        return False
-                return True
-
-            await wait_for(all_know, timeout_s=20)
-
-            # The test spreads the ingest over the daemons (no load balancer in front).
-            async def feed(api: Api, first: int) -> None:
-                for start in range(first, count, 3 * 50):
-                    batch = [event(app_id, n) for n in range(start, min(start + 50, count))]
-                    assert (await ingest(api, batch))["accepted"] == len(batch)
-
-            await asyncio.gather(*(feed(api, i * 50) for i, api in enumerate(apis)))
+            app_id = await configured(apis)
+            await spread(apis, app_id, count)
             await settled(apis[2], count)
         received = [r["params"]["hashed_device_id"] for r in await conversions(mock)]
         assert sorted(received) == sorted(hashed(idfa(n).upper()) for n in range(count))

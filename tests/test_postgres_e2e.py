@@ -62,14 +62,7 @@ async def test_kill_9_of_a_daemon_with_leases_loses_nothing(tmp_path: Path, pg_u
     second = None
     count = 400
     try:
-        async with client(first) as api:
-            app_id = (await seed_config(api))["app"]["id"]
-            for start in range(0, count, 100):
-                batch = [event(app_id, n) for n in range(start, start + 100)]
-                assert (await ingest(api, batch))["accepted"] == 100
-            await wait_for(lambda: _at_least(mock, 20), timeout_s=30)
-            first.proc.send_signal(signal.SIGKILL)
-            await first.proc.wait()
+        await feed_then_kill(first, mock, count)
         sent_before = len(await conversions(mock))
         assert sent_before < count, "the kill came too late to test anything"
 
@@ -102,14 +95,7 @@ async def test_a_running_daemon_takes_over_an_account_it_never_saw(
     first = await start_daemon(tmp_path / "a", mock.url, database_url=url, **settings)
     count = 400
     try:
-        async with client(first) as api:
-            app_id = (await seed_config(api))["app"]["id"]
-            for start in range(0, count, 100):
-                batch = [event(app_id, n) for n in range(start, start + 100)]
-                assert (await ingest(api, batch))["accepted"] == 100
-            await wait_for(lambda: _at_least(mock, 20), timeout_s=30)
-            first.proc.send_signal(signal.SIGKILL)
-            await first.proc.wait()
+        await feed_then_kill(first, mock, count)
         assert len(await conversions(mock)) < count, "the kill came too late to test anything"
         async with client(second) as api:
             await settled(api, count, timeout_s=120)
@@ -119,6 +105,19 @@ async def test_a_running_daemon_takes_over_an_account_it_never_saw(
         await first.kill()
         await second.kill()
         await mock.kill()
+
+
+async def feed_then_kill(daemon: Any, mock: Any, count: int) -> None:
+    """The seed's configuration and `count` events through `daemon`, killed with -9 once X
+    has its first claims."""
+    async with client(daemon) as api:
+        app_id = (await seed_config(api))["app"]["id"]
+        for start in range(0, count, 100):
+            batch = [event(app_id, n) for n in range(start, start + 100)]
+            assert (await ingest(api, batch))["accepted"] == 100
+        await wait_for(lambda: _at_least(mock, 20), timeout_s=30)
+        daemon.proc.send_signal(signal.SIGKILL)
+        await daemon.proc.wait()
 
 
 async def _at_least(mock: Any, n: int) -> bool:
