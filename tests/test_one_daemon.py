@@ -8,13 +8,10 @@ never a traceback nor a misleading "draining ... stopped"."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import socket
 from pathlib import Path
-
-import pytest
 
 from conftest import seed_config
 from procs import START_TIMEOUT_S, client, key_env, postbackd, start_daemon, start_mock
@@ -112,23 +109,6 @@ async def test_a_log_file_that_cannot_be_opened_is_one_line(tmp_path: Path) -> N
     })  # fmt: skip
     assert code == 2
     assert_one_clear_line(stderr, "log_file", str(log_file), "No such file or directory")
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("postbackd.store.postgres") is not None,
-    reason="this postbackd has the PostgreSQL store",
-)
-async def test_a_postgresql_database_url_without_its_store_is_one_line(tmp_path: Path) -> None:
-    code, stderr = await run_serve({
-        "POSTBACKD_DATA_DIR": str(tmp_path / "data"),
-        "POSTBACKD_LISTEN": "127.0.0.1:0",
-        "POSTBACKD_DATABASE_URL": "postgresql://postbackd:pw-Secret-42@db.internal:5432/pb",
-    })  # fmt: skip
-    assert code != 0
-    assert_one_clear_line(
-        stderr, "the PostgreSQL store is not built in this version", "postbackd:***@db.internal"
-    )
-    assert "pw-Secret-42" not in stderr
 
 
 async def test_a_malformed_database_url_is_one_line_naming_the_setting(tmp_path: Path) -> None:

@@ -4,20 +4,11 @@ on the embedded store never loads its driver."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from typing import cast
 
-from postbackd.errors import PostbackdError
 from postbackd.settings import Settings
 from postbackd.store.base import Store
 from postbackd.store.embedded import EmbeddedStore
-
-SHARED_MODULE = "postbackd.store.postgres"
-
-
-class StoreNotBuilt(PostbackdError):
-    """`database_url` names a store this postbackd does not have."""
 
 
 def create_store(
@@ -37,14 +28,6 @@ def create_store(
             on_error=on_error,
             on_fatal=on_fatal,
         )
-    try:
-        module = importlib.import_module(SHARED_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != SHARED_MODULE:
-            raise  # the module is there, a dependency of it is not: say which
-        raise StoreNotBuilt(
-            f"database_url names a PostgreSQL database ({database.shown}): the PostgreSQL "
-            "store is not built in this version; leave database_url unset (or sqlite:) "
-            "for the embedded store"
-        ) from None
-    return cast(Store, module.create(database, settings, on_error=on_error, on_fatal=on_fatal))
+    from postbackd.store import postgres  # loads asyncpg: only for a PostgreSQL URL
+
+    return postgres.create(database, settings, on_error=on_error, on_fatal=on_fatal)
