@@ -311,6 +311,12 @@ def test_the_lowest_line_numbers_are_kept_whatever_order_batches_finish_in() -> 
     assert totals.first_refusals == [LineRefusal(2, "b", "f"), LineRefusal(5, "a", None)]
 
 
+# The client's wait for an answer, and a "slow" answer's delay: far apart, so that a busy
+# machine neither makes an answer that should count late nor a slow one in time.
+CLIENT_TIMEOUT_S = 1.0
+SLOW_S = 3.0
+
+
 class StandIn:
     """A daemon's POST /track/json that plays `script`, one step a request: "ok" accepts the
     batch, "slow" answers after the client gave up, a status fails; then it accepts all."""
@@ -324,7 +330,7 @@ class StandIn:
         self.bodies.append(body)
         step = self.script.pop(0) if self.script else "ok"
         if step == "slow":
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(SLOW_S)
         elif isinstance(step, int):
             error = {"error": {"code": "x", "message": "not now", "field": "body"}}
             return web.json_response(error, status=step)
@@ -374,7 +380,7 @@ async def test_a_daemon_that_answered_before_is_retried_when_it_does_not_answer(
     stand_in: tuple[StandIn, str], quick_backoff: None
 ) -> None:
     fake, url = stand_in
-    totals = await upload(url, b'{"n": 1}\n{"n": 2}\n', timeout_s=0.1)
+    totals = await upload(url, b'{"n": 1}\n{"n": 2}\n', timeout_s=CLIENT_TIMEOUT_S)
     assert (totals.sent, totals.accepted) == (2, 2)
     assert len(fake.bodies) == 3
     assert fake.bodies[1] == fake.bodies[2] == b'{"n":2,"event_id":"%s"}\n' % derive_event_id(
@@ -388,7 +394,7 @@ async def test_retries_end_and_other_refusals_are_final(
     fake, url = stand_in
     first = fake.script[0]
     with pytest.raises((DaemonError, Unreachable)) as refused:
-        await upload(url, b'{"n": 1}\n', timeout_s=0.1)
+        await upload(url, b'{"n": 1}\n', timeout_s=CLIENT_TIMEOUT_S)
     if first == 503:
         assert str(refused.value) == "the daemon answered 503: not now (field body)"
         assert len(fake.bodies) == 1 + client_module.SEND_RETRIES
@@ -396,7 +402,9 @@ async def test_retries_end_and_other_refusals_are_final(
         assert str(refused.value) == "the daemon answered 413: not now (field body)"
         assert len(fake.bodies) == 1
     else:  # a daemon that never answered is not restarting: no retry
-        assert str(refused.value) == f"cannot reach the daemon at {url}: no answer within 0.1 s"
+        assert str(refused.value) == (
+            f"cannot reach the daemon at {url}: no answer within {CLIENT_TIMEOUT_S:g} s"
+        )
         assert len(fake.bodies) == 1
 
 
