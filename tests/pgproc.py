@@ -14,7 +14,7 @@ import pytest
 from benchmarks import pgserver
 from benchmarks.pgserver import PASSWORD
 
-__all__ = ["PASSWORD", "PostgresServer", "pg_server", "pg_url"]
+__all__ = ["PASSWORD", "PostgresServer", "own_server", "pg_server", "pg_url"]
 
 
 class PostgresServer(pgserver.PostgresServer):
@@ -48,3 +48,15 @@ async def pg_url(pg_server: PostgresServer) -> AsyncIterator[str]:
         yield url
     finally:
         await pg_server.drop_database(url)
+
+
+@pytest.fixture
+def own_server() -> Iterator[PostgresServer]:
+    """A server of this test's own, to stop and start again."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+        server.stop("immediate")
+    finally:
+        server.remove()

@@ -8,20 +8,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from conftest import seed_config
-from pgproc import PASSWORD, PostgresServer, pg_server, pg_url
+from pgproc import PASSWORD, PostgresServer, own_server, pg_server, pg_url
 from procs import client, conversions, key_env, start_daemon, start_mock, wait_for
 from redisproc import free_port
 from test_delivery import FAST_RETRY, event, hashed, idfa, ingest, settled
 
-__all__ = ["pg_server", "pg_url"]  # fixtures
+__all__ = ["own_server", "pg_server", "pg_url"]  # fixtures
 
 SLOTS = 4  # x_max_connections of the daemon killed: what it can have at X at once
 LEASE_S = 3  # database_url's lease_s: the dead daemon's work goes out again after this
@@ -122,18 +120,6 @@ async def feed_then_kill(daemon: Any, mock: Any, count: int) -> None:
 
 async def _at_least(mock: Any, n: int) -> bool:
     return len(await conversions(mock)) >= n
-
-
-@pytest.fixture
-def own_server() -> Iterator[PostgresServer]:
-    """A server of this test's own, to stop and start again."""
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-        server.stop("immediate")
-    finally:
-        server.remove()
 
 
 async def test_a_lost_database_is_503_and_readyz_until_it_returns(

@@ -6,14 +6,14 @@ contract tests."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
 import pytest
 
 from factories import account, app
-from pgproc import PASSWORD, PostgresServer, pg_server, pg_url
+from pgproc import PASSWORD, PostgresServer, own_server, pg_server, pg_url
 from postbackd.delivery.model import Attribution, Claim, Result
 from postbackd.errors import StoreUnavailable
 from postbackd.store.base import STORE_ERROR_KINDS, LaneRows
@@ -26,7 +26,7 @@ from postbackd.store.url import DatabaseUrl
 from redisproc import free_port
 from storekit import APP, delivery, event
 
-__all__ = ["pg_server", "pg_url"]  # fixtures
+__all__ = ["own_server", "pg_server", "pg_url"]  # fixtures
 
 RELEASED = {
     1: "ce6341a58d4f2bdd8ae9505c7aa778687cc3f4b357f4368c07388afb029367b1",
@@ -280,18 +280,6 @@ async def test_a_configuration_change_reaches_the_other_daemon(
     assert await asyncio.wait_for(seen.get(), timeout=10) == version
     assert (await b.load_index()).apps.keys() == {app().id}
     assert mine == []  # a made it: no notice to itself
-
-
-@pytest.fixture
-def own_server() -> Iterator[PostgresServer]:
-    """A server of this test's own, to stop and start again."""
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-        server.stop("immediate")
-    finally:
-        server.remove()
 
 
 async def test_a_lost_server_is_store_unavailable_until_it_returns(

@@ -89,8 +89,8 @@ def _tune_gc() -> None:
     """The engine makes and drops dozens of container objects per claim, nearly all freed by
     their reference count, not by the cycle collector. What is loaded by now (modules,
     classes) is frozen out of every scan, and the young generation is scanned 30 times less
-    often, so each scan finds mostly what is dead already: the collector's share of the
-    daemon's CPU under load falls from about 3% to under 1%."""
+    often, so each scan finds mostly what is dead already and the collector's share of the
+    daemon's CPU under load becomes small."""
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(_GC_YOUNG_THRESHOLD, middle, old)
