@@ -74,3 +74,19 @@ async def test_drain_writes_what_is_gathered(store: EmbeddedStore) -> None:
     recorder.add(loaded(1), delivered(1))
     assert await recorder.drain(2.0) == 0
     assert written and await store.writer.call(states) == {1: "delivered"}
+
+
+async def test_results_of_a_few_milliseconds_go_as_one_write(store: EmbeddedStore) -> None:
+    """Each commit rewrites whole pages: results answered over several passes of the loop
+    share one write, not one each."""
+    await insert(store.writer, [(n, delivery("a", 100)) for n in range(1, 4)], first_id=1)
+    written: list[Batch] = []
+    recorder = Recorder(store, lambda: 5_000, written.append, lambda _: None, gather_s=0.05)
+    for n in (1, 2, 3):
+        recorder.add(loaded(n), delivered(n))
+        await asyncio.sleep(0)  # another pass of the loop
+    async with asyncio.timeout(3):
+        while not written:
+            await asyncio.sleep(0.01)
+    assert [[d.id for d, _ in batch] for batch in written] == [[1, 2, 3]]
+    assert await store.writer.call(states) == {1: "delivered", 2: "delivered", 3: "delivered"}

@@ -1,6 +1,12 @@
-"""Delivery results into store commits. The results gathered during one pass of the event
-loop go to the store as one write; a delivery stays the engine's (in memory, never loaded
-twice) until its result is committed.
+"""Delivery results into store commits. The results gathered over a few milliseconds go to
+the store as one write; a delivery stays the engine's (in memory, never loaded twice) until
+its result is committed.
+
+Why wait at all: every commit rewrites whole pages (the rows' table and index pages) into
+the write-ahead log and wakes the store's writer. Written after each pass of the event loop,
+results make one small commit for every few answers; gathered for `gather_s`, a commit takes
+dozens. Nothing waits on a result's commit but the delivery's place in memory: X has its
+answer already, and an ingest answer never waits for results.
 
 When the store cannot write (PRODUCT.md 2, "Store failures"), the results wait here and are
 written again every `retry_s` until a commit succeeds: nothing X answered is forgotten, and
@@ -26,6 +32,9 @@ log = logging.getLogger(__name__)
 
 Batch = list[tuple[Delivery, Result]]
 DEFAULT_RETRY_S: Final = 1.0
+DEFAULT_GATHER_S: Final = 0.005
+# A write of this many results goes at once, without waiting for the rest of `gather_s`.
+MAX_GATHERED: Final = 1_000
 
 
 class Recorder:
@@ -36,13 +45,16 @@ class Recorder:
         on_written: Callable[[Batch], None],
         on_lost: Callable[[Batch], None],
         retry_s: float = DEFAULT_RETRY_S,
+        gather_s: float = DEFAULT_GATHER_S,
     ) -> None:
         self._store = store
         self._now_ms = now_ms
         self._on_written = on_written
         self._on_lost = on_lost
         self._retry_s = retry_s
+        self._gather_s = gather_s
         self._gathering: Batch = []
+        self._flush: asyncio.TimerHandle | None = None
         self._waiting: Batch = []  # results the store could not write yet
         self._retry: asyncio.TimerHandle | None = None
         self._writes: dict[asyncio.Future[None], int] = {}  # in the store, with their size
@@ -53,11 +65,17 @@ class Recorder:
         return len(self._gathering) + len(self._waiting) + sum(self._writes.values())
 
     def add(self, d: Delivery, result: Result) -> None:
-        if not self._gathering:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._gathering.append((d, result))
+        gathering = self._gathering
+        gathering.append((d, result))
+        if len(gathering) >= MAX_GATHERED:
+            self.flush()
+        elif self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(self._gather_s, self.flush)
 
     def flush(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         batch, self._gathering = self._gathering, []
         if not batch:
             return
@@ -91,9 +109,8 @@ class Recorder:
         self._retry = None
         waiting, self._waiting = self._waiting, []
         if waiting:
-            if not self._gathering:
-                asyncio.get_running_loop().call_soon(self.flush)
             self._gathering = waiting + self._gathering
+            self.flush()
 
     async def drain(self, timeout_s: float) -> int:
         """At shutdown: write what is gathered and wait for it (and one more try of what
