@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
+from functools import cache
 from typing import Any, Final
 
 import orjson
@@ -17,13 +18,19 @@ from postbackd.store.base import HeldGroup, LaneRead, LaneRows
 # SQLite's bound-parameter limit is 32766 on current builds; stay well below it.
 _CHUNK: Final = 900
 
-_INSERT_EVENT: Final = (
-    "INSERT INTO events (event_id, app_id, event_name, received_at_ms, body) VALUES (?,?,?,?,?)"
+# Rows per statement, largest first. `executemany` steps once per row, and sqlite3 lets go
+# of the GIL around every step: the event loop and the writer's thread then trade the GIL
+# once per row. A statement of many rows steps once. Powers of two keep the prepared
+# statements few (sqlite3 caches 128 per connection).
+_ROWS_PER_STATEMENT: Final = (64, 32, 16, 8, 4, 2, 1)
+
+_INSERT_EVENTS: Final = (
+    "INSERT INTO events (event_id, app_id, event_name, received_at_ms, body) VALUES {rows}"
 )
-_INSERT_DELIVERY: Final = (
+_INSERT_DELIVERIES: Final = (
     "INSERT INTO deliveries (id, event_id, postback_id, app_id, network, event_name, x_app_id,"
     " conversion_type, x_account_id, retry_attempts, state, reason, first_due_ms, due_ms,"
-    " updated_ms, lane) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " updated_ms, lane) VALUES {rows}"
 )
 _LOAD_COLUMNS: Final = (
     "d.id, d.event_id, d.postback_id, d.app_id, d.network, d.event_name, d.x_app_id,"
@@ -38,6 +45,26 @@ def _chunks(values: Sequence[Any]) -> Iterable[tuple[Sequence[Any], str]]:
     for start in range(0, len(values), _CHUNK):
         chunk = values[start : start + _CHUNK]
         yield chunk, ",".join("?" * len(chunk))
+
+
+@cache
+def _statement(template: str, width: int, count: int) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    return template.format(rows=",".join([row] * count))
+
+
+def _write_rows(
+    conn: sqlite3.Connection, template: str, width: int, rows: Sequence[Sequence[Any]]
+) -> None:
+    """`template` (its `{rows}` the list of `(?,...)` tuples) run over `rows`, many rows per
+    statement."""
+    start, left = 0, len(rows)
+    for count in _ROWS_PER_STATEMENT:
+        while left >= count:
+            chunk = rows[start : start + count]
+            conn.execute(_statement(template, width, count), [v for row in chunk for v in row])
+            start += count
+            left -= count
 
 
 def max_delivery_id(conn: sqlite3.Connection) -> int:
@@ -59,8 +86,10 @@ def insert_events(
     now_ms: int,
 ) -> int:
     """Insert events with their deliveries, ids from `first_id`; returns deliveries made."""
-    conn.executemany(
-        _INSERT_EVENT,
+    _write_rows(
+        conn,
+        _INSERT_EVENTS,
+        5,
         [(e.event_id, e.app_id, e.event_name, e.received_at_ms, e.to_json()) for e, _ in accepted],
     )
     rows = []
@@ -73,7 +102,7 @@ def insert_events(
                  d.retry_attempts, d.state, d.reason, d.due_ms, d.due_ms, now_ms, d.lane)
             )  # fmt: skip
             next_id += 1
-    conn.executemany(_INSERT_DELIVERY, rows)
+    _write_rows(conn, _INSERT_DELIVERIES, 16, rows)
     return len(rows)
 
 
@@ -132,28 +161,34 @@ def pending_lanes(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
-_UPDATE_RESULT: Final = (
-    "UPDATE deliveries SET state = ?, reason = ?, attempts = ?, due_ms = ?, account_id = ?,"
-    " last_status = ?, last_error = ?, updated_ms = ?, lane = COALESCE(?, lane) WHERE id = ?"
+# One delivery has one result per write (it stays in the engine's memory until then), so
+# every id comes once in the rows.
+_UPDATE_RESULTS: Final = (
+    "WITH r(state, reason, attempts, due_ms, account_id, last_status, last_error, updated_ms,"
+    " lane, id, final) AS (VALUES {rows})"
+    " UPDATE deliveries SET state = r.state, reason = r.reason, attempts = r.attempts,"
+    " due_ms = r.due_ms, account_id = r.account_id, last_status = r.last_status,"
+    " last_error = r.last_error, updated_ms = r.updated_ms,"
+    " lane = COALESCE(r.lane, deliveries.lane) FROM r WHERE deliveries.id = r.id"
     # A delivery cancelled while its result was on the way stays cancelled, unless the
     # result says it went out (delivered) or can never go (dead): those are what happened.
-    " AND (state != 'cancelled' OR ?)"
+    " AND (deliveries.state != 'cancelled' OR r.final)"
 )
-_INSERT_CLAIM: Final = (
+_INSERT_CLAIMS: Final = (
     "INSERT OR REPLACE INTO claims (delivery_id, event_id, app_id, network, tracker_id, outcome,"
     " source, engagement_type, engagement_time, campaign_name, rejected, created_ms)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    " VALUES {rows}"
 )
-_INSERT_ATTRIBUTION: Final = (
+_INSERT_ATTRIBUTIONS: Final = (
     "INSERT INTO attributions (app_id, device_key, network, tracker_id, engagement_type,"
-    " engagement_time, event_id, delivery_id, created_ms) VALUES (?,?,?,?,?,?,?,?,?)"
+    " engagement_time, event_id, delivery_id, created_ms) VALUES {rows}"
 )
 # PRODUCT.md 1, step 6: the device's latest attribution is that of the latest engagement,
 # whatever order X's answers arrive in. Times are ISO-8601 UTC with milliseconds and `Z`,
 # all of one width, so they compare as text.
-_UPSERT_DEVICE: Final = (
+_UPSERT_DEVICES: Final = (
     "INSERT INTO devices (app_id, device_key, network, tracker_id, engagement_type,"
-    " engagement_time, attributed_ms) VALUES (?,?,?,?,?,?,?)"
+    " engagement_time, attributed_ms) VALUES {rows}"
     " ON CONFLICT (app_id, device_key) DO UPDATE SET network = excluded.network,"
     " tracker_id = excluded.tracker_id, engagement_type = excluded.engagement_type,"
     " engagement_time = excluded.engagement_time, attributed_ms = excluded.attributed_ms"
@@ -183,12 +218,11 @@ def write_results(conn: sqlite3.Connection, results: Iterable[Result], now_ms: i
                 (a.app_id, a.device_key, a.network, a.tracker_id, a.engagement_type,
                  a.engagement_time, a.event_id, r.delivery_id, now_ms)
             )  # fmt: skip
-    conn.executemany(_UPDATE_RESULT, updates)
-    if claims:
-        conn.executemany(_INSERT_CLAIM, claims)
+    _write_rows(conn, _UPDATE_RESULTS, 11, updates)
+    _write_rows(conn, _INSERT_CLAIMS, 12, claims)
     if attributions:
-        conn.executemany(_INSERT_ATTRIBUTION, attributions)
-        conn.executemany(_UPSERT_DEVICE, [(*a[:6], now_ms) for a in attributions])
+        _write_rows(conn, _INSERT_ATTRIBUTIONS, 9, attributions)
+        _write_rows(conn, _UPSERT_DEVICES, 7, [(*a[:6], now_ms) for a in attributions])
 
 
 def held_groups(conn: sqlite3.Connection) -> list[HeldGroup]:
