@@ -10,7 +10,7 @@ import pytest
 from postbackd.delivery.loader import MIN_SHARE, Loader
 from postbackd.delivery.model import Delivery
 from postbackd.store.embedded import EmbeddedStore
-from storekit import delivery, insert
+from storekit import delivery, event, insert
 
 NOW_MS = 10_000
 
@@ -119,3 +119,78 @@ async def test_lanes_with_pending_rows_are_found_at_start(store: EmbeddedStore) 
     loader = Loader(store, taken, lambda: NOW_MS)
     await run_until(loader, lambda: len(taken.deliveries) == 70)
     assert {d.lane for d in taken.deliveries} == {f"acct-{n}" for n in range(7)}
+
+
+class CountedReads:
+    """The store's reads of due work, counted per lane."""
+
+    def __init__(self, store: EmbeddedStore) -> None:
+        self.lanes: list[str] = []
+        original = store.lease_due
+
+        async def lease_due(reads: list[tuple[str, tuple[int, int], int]], *args: int) -> object:
+            self.lanes.extend(lane for lane, _, _ in reads)
+            return await original(reads, *args)
+
+        store.lease_due = lease_due  # type: ignore[assignment, method-assign]
+
+
+async def accept(store: EmbeddedStore, first: int, count: int, lane: str) -> list[Delivery]:
+    planned = [(event(n), [delivery(lane, NOW_MS)]) for n in range(first, first + count)]
+    stored = await store.accept(planned, NOW_MS)
+    assert len(stored.owned) == count
+    return stored.owned
+
+
+async def test_accepted_deliveries_are_handed_over_without_reading_them_back(
+    store: EmbeddedStore,
+) -> None:
+    reads = CountedReads(store)
+    taken = Taken()
+    loader = Loader(store, taken, lambda: NOW_MS, capacity=1_000)
+    task = asyncio.create_task(loader.run())
+    try:
+        # A lane never read: its position is unknown, so it reads what came (the rewind).
+        first = await accept(store, 1, 3, "a")
+        assert loader.hand_over(first) == set()
+        loader.rewind("a", NOW_MS)
+        async with asyncio.timeout(3):
+            while len(taken.deliveries) < 3:
+                await asyncio.sleep(0.01)
+        assert reads.lanes.count("a") >= 1
+        read_before = len(reads.lanes)
+        # Read up to its end: what is accepted next is taken from memory, in order.
+        later = await accept(store, 4, 5, "a")
+        assert loader.hand_over(later) == {"a"}
+        assert taken.of("a") == [d.id for d in [*first, *later]]
+        assert taken.deliveries[-1].event is not None  # parsed already, not read back
+        await asyncio.sleep(0.2)
+        assert len(reads.lanes) == read_before and len(taken.deliveries) == 8
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_lane_with_unread_work_or_no_room_reads_from_the_store(
+    store: EmbeddedStore,
+) -> None:
+    """Handing over must not let new rows pass older ones of the lane still in the store, nor
+    fill memory beyond the lane's share: then the lane reads, in due order, as before."""
+    taken = Taken()
+    loader = Loader(store, taken, lambda: NOW_MS, capacity=MIN_SHARE)
+    # Lane "a" has older due rows the loader has not read (it is not running).
+    older = [(n, delivery("a", 100 + n)) for n in range(1, 11)]
+    await insert(store.writer, older, first_id=10_001)  # ids the store's counter never gives
+    loader.rewind("a", 100)
+    newer = await accept(store, 100, 2, "a")
+    assert loader.hand_over(newer) == set()
+    assert taken.deliveries == []
+    # Lane "b" is read to its end, but more come than its share holds.
+    loader.lane("b").next_due_ms = 2**62
+    many = await accept(store, 200, MIN_SHARE + 1, "b")
+    assert loader.hand_over(many) == set()
+    assert taken.deliveries == []
+    for lane, first_due in (("a", 100), ("b", NOW_MS)):
+        loader.rewind(lane, first_due)
+    await run_until(loader, lambda: len(taken.of("a")) == 12)
+    assert taken.of("a") == [*range(10_001, 10_011), *(d.id for d in newer)]  # in due order

@@ -135,10 +135,10 @@ def ids_of(found: list[LaneRows]) -> dict[str, list[int]]:
 async def test_accept_stores_each_event_once(stores: Callable[..., Any]) -> None:
     a, b = await stores(), await stores()
     batch = accepted_rows(3, "acct", 1_000)
-    fresh = await a.accept([*batch, batch[0]], 1_000)
-    assert fresh == [True, True, True, False]
+    stored = await a.accept([*batch, batch[0]], 1_000)
+    assert stored.fresh == [True, True, True, False]
     # The same events through another daemon: duplicates, stored once.
-    assert await b.accept(batch, 2_000) == [False, False, False]
+    assert (await b.accept(batch, 2_000)).fresh == [False, False, False]
     assert await a.count_by_state(1_000) == {"held": 0, "dead": 0, "scheduled": 0, "ready": 3}
 
 
@@ -308,7 +308,8 @@ async def test_a_lost_server_is_store_unavailable_until_it_returns(
         # failed ones was stored.
         for _ in range(100):
             try:
-                assert await store.accept(accepted_rows(1, "acct", 1_000, first=5), 1_000) == [True]
+                stored = await store.accept(accepted_rows(1, "acct", 1_000, first=5), 1_000)
+                assert stored.fresh == [True]
                 break
             except StoreUnavailable:
                 await asyncio.sleep(0.1)

@@ -116,13 +116,14 @@ async def test_an_open_store_is_healthy_and_a_closed_one_refuses(store: Store) -
 
 
 async def test_accept_stores_fresh_events_and_tells_duplicates(store: Store) -> None:
-    fresh = await store.accept(
+    stored = await store.accept(
         planned((1, [delivery("a", NOW), delivery("b", NOW)]), (2, [delivery("a", NOW)]),
                 (1, [delivery("a", NOW)])),
         NOW,
     )  # fmt: skip
-    assert fresh == [True, True, False]  # a repeat within the batch is a duplicate too
-    assert await store.accept(planned((2, [delivery("a", NOW)]), (3, [])), NOW) == [False, True]
+    assert stored.fresh == [True, True, False]  # a repeat within the batch is a duplicate too
+    again = await store.accept(planned((2, [delivery("a", NOW)]), (3, [])), NOW)
+    assert again.fresh == [False, True]
     assert await store.count_by_state(NOW) == {"scheduled": 0, "ready": 3, "held": 0, "dead": 0}
     details = await store.event_details("ev-1", NOW)
     assert details is not None
@@ -133,6 +134,33 @@ async def test_accept_stores_fresh_events_and_tells_duplicates(store: Store) -> 
     without = await store.event_details("ev-3", NOW)  # an event no postback applied to
     assert without is not None and without["deliveries"] == without["claims"] == []
     assert await store.event_details("ev-9", NOW) is None
+
+
+async def test_accept_hands_over_the_due_deliveries_that_are_the_daemons_own(
+    store: Store,
+) -> None:
+    """The embedded store's deliveries are its daemon's from the start: the ready ones due
+    now come back from `accept`, exactly as a read would load them (their event parsed
+    already); a shared store's are leased like any other, and none come back."""
+    stored = await store.accept(
+        planned((1, [delivery("a", NOW), delivery("b", NOW + 5_000)]),
+                (2, [delivery("a", NOW, state="held"), delivery("b", NOW)]),
+                (1, [delivery("a", NOW)])),
+        NOW,
+    )  # fmt: skip
+    if store.lease_s is not None:
+        assert stored.owned == []
+        return
+    read = [*await lease_all(store, "a"), *await lease_all(store, "b")]
+    assert [(d.id, d.event_id, d.lane, d.due_ms) for d in stored.owned] == [
+        (d.id, d.event_id, d.lane, d.due_ms) for d in read
+    ]
+    assert [d.event_id for d in stored.owned] == ["ev-1", "ev-2"]
+    for owned, loaded in zip(stored.owned, read, strict=True):
+        assert owned.event is not None and owned.event.to_json() == loaded.event_body
+        assert dataclasses.replace(owned, event_body=b"", event=None) == dataclasses.replace(
+            loaded, event_body=b""
+        )
 
 
 async def test_new_ids_never_reuse_old_ones_across_a_reopen(

@@ -144,7 +144,7 @@ class Daemon:
             s, store, self.catalog, self._x, self.metrics, devices, on_fatal=self.fail
         )
         intake = Intake(store, lambda: self.catalog.index, devices)
-        admission = Admission(intake, self.catalog, self.metrics, on_accepted=engine.rewind_lanes)
+        admission = Admission(intake, self.catalog, self.metrics, on_accepted=engine.accepted)
         if (stream := s.event_stream) is not None:
             # Unreachable at start is a configuration to fix (host, port, password): one line
             # and a non-zero exit. Lost later, it is waited for (stream/source.py).

@@ -195,6 +195,15 @@ class Engine:
         """Rows of `lane` became pending from `due_ms` (accepted, replayed)."""
         self._loader.rewind(lane, due_ms)
 
+    def accepted(self, lanes: dict[str, int], owned: list[Delivery]) -> None:
+        """Events were accepted with pending deliveries in `lanes` (each with its earliest
+        due time). Those of `owned` are taken from memory where their lane has room and no
+        earlier work is left to read; the loader reads the rest."""
+        taken = self._loader.hand_over(owned) if owned else set()
+        for lane, due_ms in lanes.items():
+            if lane not in taken:
+                self._loader.rewind(lane, due_ms)
+
     def rewind_lanes(self, lanes: dict[str, int]) -> None:
         for lane, due_ms in lanes.items():
             self._loader.rewind(lane, due_ms)
@@ -394,7 +403,7 @@ class Engine:
                 lane.settle(d, ticket, self._broad, x_ok)
 
         try:
-            event = Event.from_json(d.event_body)
+            event = d.event if d.event is not None else Event.from_json(d.event_body)
             if self._hasher is None:
                 settle(None)
                 self._requeue(lane, d, front=False, delay_s=_NO_KEY_RETRY_S)

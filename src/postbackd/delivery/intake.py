@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from postbackd.event import Event
 from postbackd.index import Index
 from postbackd.model import App, Postback
-from postbackd.store.base import Store
+from postbackd.store.base import Store, Stored
 
 from .claim import device_key
 from .devices import DeviceNetworks
-from .model import NewDelivery
+from .model import Delivery, NewDelivery
 
 
 def fan_out(
@@ -71,6 +71,8 @@ class Accepted:
     held: int
     # The lanes that got pending deliveries, each with the earliest due time among them.
     lanes: dict[str, int]
+    # Those of them that are this daemon's to send at once (`Store.accept`).
+    owned: list[Delivery]
 
 
 class Intake:
@@ -91,8 +93,8 @@ class Intake:
             (event, fan_out(event, app, index, now_ms, latest.get((app.id, event.event_id))))
             for event, app in events
         ]
-        fresh = await self._store.accept(planned, now_ms)
-        return _accepted(planned, fresh)
+        stored = await self._store.accept(planned, now_ms)
+        return _accepted(planned, stored)
 
     async def _latest_networks(
         self, events: Sequence[tuple[Event, App]], index: Index
@@ -113,11 +115,11 @@ class Intake:
         return out
 
 
-def _accepted(planned: list[tuple[Event, list[NewDelivery]]], fresh: list[bool]) -> Accepted:
+def _accepted(planned: list[tuple[Event, list[NewDelivery]]], stored: Stored) -> Accepted:
     """What the intake tells of a committed batch: counts, and the lanes to read."""
     count = skipped = held = 0
     lanes: dict[str, int] = {}
-    for (_, deliveries), is_new in zip(planned, fresh, strict=True):
+    for (_, deliveries), is_new in zip(planned, stored.fresh, strict=True):
         if not is_new:
             continue
         count += len(deliveries)
@@ -128,4 +130,4 @@ def _accepted(planned: list[tuple[Event, list[NewDelivery]]], fresh: list[bool])
                 held += 1
             elif d.due_ms < lanes.get(d.lane, d.due_ms + 1):
                 lanes[d.lane] = d.due_ms
-    return Accepted(fresh, count, skipped, held, lanes)
+    return Accepted(stored.fresh, count, skipped, held, lanes, stored.owned)

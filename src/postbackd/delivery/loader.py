@@ -95,6 +95,33 @@ class Loader:
         state.rewinds += 1
         self._wake.set()
 
+    def hand_over(self, deliveries: list[Delivery]) -> set[str]:
+        """Deliveries just accepted and due, handed over from memory instead of being read
+        back: the lanes that took all of theirs. A lane takes them only when they come next
+        in its (due, id) order, nothing earlier of it left unread, and it has room for all;
+        otherwise it reads them from the store as before (the caller rewinds it)."""
+        by_lane: dict[str, list[Delivery]] = {}
+        for d in deliveries:
+            by_lane.setdefault(d.lane, []).append(d)
+        taken: set[str] = set()
+        share = self.share
+        for lane, batch in by_lane.items():
+            state = self.lane(lane)
+            last = batch[-1]
+            if (
+                state.next_due_ms <= last.due_ms  # earlier rows wait unread in the store
+                or state.cursor > (batch[0].due_ms, batch[0].id)
+                or state.loaded + len(batch) > share
+            ):
+                continue
+            for d in batch:
+                if self._deliver(d):
+                    state.loaded += 1
+            # A read under way may still return these rows: the engine knows them already.
+            state.cursor = (last.due_ms, last.id)
+            taken.add(lane)
+        return taken
+
     def released(self, lane: str) -> None:
         """A delivery loaded for `lane` left memory (its result is in the store)."""
         state = self._lanes.get(lane)

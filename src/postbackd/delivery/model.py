@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
+
+if TYPE_CHECKING:
+    from postbackd.event import Event
 
 State = Literal[
     "scheduled", "ready", "in_flight", "delivered", "skipped", "held", "dead", "cancelled"
@@ -42,6 +45,9 @@ class Delivery:
     due_ms: int
     lane: str
     event_body: bytes
+    # The event itself when the delivery was handed to the engine at acceptance (its body
+    # then is not read back from the store, nor parsed again).
+    event: Event | None = None
 
 
 @dataclass(frozen=True, slots=True)

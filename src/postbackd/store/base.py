@@ -41,7 +41,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple, Protocol
 
-from postbackd.delivery.model import NewDelivery, Result
+from postbackd.delivery.model import Delivery, NewDelivery, Result
 from postbackd.event import Event
 from postbackd.index import Index
 from postbackd.model import Entity
@@ -67,6 +67,15 @@ DeliveryRow = tuple[
 ]
 ROW_ID: Final = 0
 ROW_DUE_MS: Final = 12
+
+
+class Stored(NamedTuple):
+    """What `Store.accept` stored: per event, whether it was stored now (False: a
+    duplicate); and the deliveries this daemon may send at once (see `accept`)."""
+
+    fresh: list[bool]
+    owned: list[Delivery]
+
 
 # One lane to read: (lane, cursor (due_ms, id) of the last row read, most rows).
 LaneRead = tuple[str, tuple[int, int], int]
@@ -200,12 +209,16 @@ class Store(Protocol):
 
     async def accept(
         self, planned: Sequence[tuple[Event, Sequence[NewDelivery]]], now_ms: int
-    ) -> list[bool]:
+    ) -> Stored:
         """Store each event with its deliveries, unless an event of that id is stored
         already (or comes earlier in the same batch): per event, True when stored now,
         False when it was a duplicate. On return the fresh events and all their deliveries
         are committed (accepted = durable), with new delivery ids; pending ones are due
-        from their `due_ms`. On `StoreUnavailable` nothing of the batch is stored."""
+        from their `due_ms`. On `StoreUnavailable` nothing of the batch is stored.
+
+        `owned`: the ready deliveries due by `now_ms` that are this daemon's already, for
+        the engine to take without reading them back (the embedded store: all of them; a
+        shared store: none, they are leased like any other)."""
         ...
 
     # --- the engine: due work, leases, results ---------------------------------------------

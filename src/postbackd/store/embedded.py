@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from postbackd.delivery.model import NewDelivery, Result
+from postbackd.delivery.model import Delivery, NewDelivery, Result
 from postbackd.errors import StoreUnavailable
 from postbackd.event import Event
 from postbackd.index import Index
@@ -38,6 +38,7 @@ from postbackd.store.base import (
     LaneRead,
     LaneRows,
     Row,
+    Stored,
 )
 from postbackd.store.db import DB_NAME, open_database, prepare_data_dir
 from postbackd.store.lock import DataDirLock
@@ -166,17 +167,34 @@ class EmbeddedStore:
 
     async def accept(
         self, planned: Sequence[tuple[Event, Sequence[NewDelivery]]], now_ms: int
-    ) -> list[bool]:
-        fresh: list[bool] = await self.writer.submit(partial(self._accept, planned, now_ms))
-        return fresh
+    ) -> Stored:
+        fresh, first_id = await self.writer.submit(partial(self._accept, planned, now_ms))
+        # One daemon holds this store: every delivery it accepts is its own at once. Built
+        # here on the loop, numbered as `insert_events` numbered their rows.
+        owned: list[Delivery] = []
+        next_id = first_id
+        for (event, deliveries), is_new in zip(planned, fresh, strict=True):
+            if not is_new:
+                continue
+            for d in deliveries:
+                if d.state == "ready" and d.due_ms <= now_ms:
+                    owned.append(
+                        Delivery(next_id, event.event_id, d.postback_id, event.app_id,
+                                 d.network, event.event_name, d.x_app_id, d.conversion_type,
+                                 d.x_account_id, d.retry_attempts, 0, d.due_ms, d.due_ms,
+                                 d.lane, b"", event)
+                    )  # fmt: skip
+                next_id += 1
+        return Stored(fresh, owned)
 
     def _accept(
         self,
         planned: Sequence[tuple[Event, Sequence[NewDelivery]]],
         now_ms: int,
         conn: sqlite3.Connection,
-    ) -> list[bool]:
-        """On the writer's thread, inside a group commit."""
+    ) -> tuple[list[bool], int]:
+        """On the writer's thread, inside a group commit: per event whether it is new, and
+        the id of the first delivery stored (the others follow in order)."""
         existing = sql.existing_event_ids(conn, [e.event_id for e, _ in planned])
         fresh: list[bool] = []
         accepted: list[tuple[Event, Sequence[NewDelivery]]] = []
@@ -192,7 +210,7 @@ class EmbeddedStore:
             # Reserve the block: the counter is only touched here, on the writer's thread.
             self._ids = itertools.count(first + count)
         sql.insert_events(conn, accepted, first, now_ms)
-        return fresh
+        return fresh, first
 
     # --- the engine ----------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from postbackd.store.base import (
     LaneRead,
     LaneRows,
     Row,
+    Stored,
 )
 from postbackd.store.sealing import Sealer
 from postbackd.store.url import DatabaseUrl
@@ -226,8 +227,10 @@ class PostgresStore:
 
     async def accept(
         self, planned: Sequence[tuple[Event, Sequence[NewDelivery]]], now_ms: int
-    ) -> list[bool]:
-        return await self._transaction(lambda c: deliveries.accept(c, planned, now_ms))
+    ) -> Stored:
+        # Other daemons lease what is accepted here like any other row: nothing is owned.
+        fresh = await self._transaction(lambda c: deliveries.accept(c, planned, now_ms))
+        return Stored(fresh, [])
 
     # --- the engine ----------------------------------------------------------------------
 
