@@ -176,6 +176,31 @@ async def test_delay_holds_the_delivery_and_survives_restart(stack: Stack) -> No
         await daemon.kill()
 
 
+async def test_a_delayed_delivery_accepted_beside_realtime_ones_goes_when_due(
+    stack: Stack,
+) -> None:
+    """Realtime deliveries reach the engine from memory at acceptance; a delayed one of the
+    same lane in the same batch must still be read when it is due, not at the loader's
+    periodic rescan a minute later."""
+    api = stack.api
+    seeded = await seed_config(api)
+    app_id = seeded["app"]["id"]
+    await api.ok("POST", "/api/v1/postbacks", 201, json={
+        "app_id": app_id, "network": "x_ios", "event_name": "level_up",
+        "conversion_type": "LEVEL_ACHIEVED", "delivery_delay_s": 1,
+    })  # fmt: skip
+    await ingest(api, [event(app_id, 1)])  # the lane is read once, to its end
+    await settled(api, 1)
+    level_up = {"event_name": "level_up", "event_data": {}}
+    accepted_at = time.time()
+    await ingest(api, [event(app_id, 2), event(app_id, 3, data=level_up)])
+    await settled(api, 3, timeout_s=15)
+    requests = await conversions(stack.mock)
+    delayed = [r for r in requests if r["params"]["conversion_type"] == "LEVEL_ACHIEVED"]
+    assert len(requests) == 3 and len(delayed) == 1
+    assert delayed[0]["ts"] >= accepted_at + 0.9
+
+
 @pytest.mark.daemon_settings(x_timeout_s=0.3)
 async def test_retry_classes_and_dead_letters_then_replay(stack: Stack) -> None:
     api = stack.api

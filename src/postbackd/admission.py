@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from postbackd.catalog import Catalog
-from postbackd.delivery.intake import Intake
-from postbackd.delivery.model import Delivery
+from postbackd.delivery.intake import Accepted, Intake
 from postbackd.errors import Invalid
 from postbackd.event import Event, parse_event
 from postbackd.metrics import Metrics
@@ -52,7 +51,7 @@ class Admission:
         catalog: Catalog,
         metrics: Metrics,
         *,
-        on_accepted: Callable[[dict[str, int], list[Delivery]], None],
+        on_accepted: Callable[[Accepted], None],
     ) -> None:
         self._intake = intake
         self._catalog = catalog
@@ -97,7 +96,7 @@ class Admission:
                 else:
                     duplicates += 1
             if outcome.lanes:
-                self._on_accepted(outcome.lanes, outcome.owned)
+                self._on_accepted(outcome)
             if outcome.skipped:
                 # Skipped at acceptance (no device id, network_only): final at once.
                 self._skipped.inc(outcome.skipped)

@@ -52,6 +52,7 @@ from .circuit import State as CircuitState
 from .claim import request_params
 from .devices import DeviceNetworks
 from .holds import Releaser
+from .intake import Accepted
 from .lanes import REROUTE, Lane, Send, Ticket, Wait
 from .loader import DEFAULT_CAPACITY, Loader
 from .model import Delivery, Result, State
@@ -195,14 +196,17 @@ class Engine:
         """Rows of `lane` became pending from `due_ms` (accepted, replayed)."""
         self._loader.rewind(lane, due_ms)
 
-    def accepted(self, lanes: dict[str, int], owned: list[Delivery]) -> None:
-        """Events were accepted with pending deliveries in `lanes` (each with its earliest
-        due time). Those of `owned` are taken from memory where their lane has room and no
-        earlier work is left to read; the loader reads the rest."""
+    def accepted(self, accepted: Accepted) -> None:
+        """Events were accepted with pending deliveries. Those the store gives this daemon
+        at once are taken from memory where their lane has room and no earlier work is left
+        to read; the loader reads the rest (a lane's delayed ones among them)."""
+        owned = accepted.owned
         taken = self._loader.hand_over(owned) if owned else set()
-        for lane, due_ms in lanes.items():
+        for lane, due_ms in accepted.lanes.items():
             if lane not in taken:
                 self._loader.rewind(lane, due_ms)
+            elif (later_ms := accepted.rest.get(lane)) is not None:
+                self._loader.rewind(lane, later_ms)
 
     def rewind_lanes(self, lanes: dict[str, int]) -> None:
         for lane, due_ms in lanes.items():

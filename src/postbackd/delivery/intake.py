@@ -73,6 +73,10 @@ class Accepted:
     lanes: dict[str, int]
     # Those of them that are this daemon's to send at once (`Store.accept`).
     owned: list[Delivery]
+    # The lanes that got pending deliveries other than `owned` (delayed ones, say), each
+    # with the earliest due time among those: read from the store even when `owned` is
+    # handed over.
+    rest: dict[str, int]
 
 
 class Intake:
@@ -119,7 +123,9 @@ def _accepted(planned: list[tuple[Event, list[NewDelivery]]], stored: Stored) ->
     """What the intake tells of a committed batch: counts, and the lanes to read."""
     count = skipped = held = 0
     lanes: dict[str, int] = {}
-    for (_, deliveries), is_new in zip(planned, stored.fresh, strict=True):
+    rest: dict[str, int] = {}
+    owned = {(d.event_id, d.postback_id) for d in stored.owned}
+    for (event, deliveries), is_new in zip(planned, stored.fresh, strict=True):
         if not is_new:
             continue
         count += len(deliveries)
@@ -128,6 +134,11 @@ def _accepted(planned: list[tuple[Event, list[NewDelivery]]], stored: Stored) ->
                 skipped += 1
             elif d.state == "held":
                 held += 1
-            elif d.due_ms < lanes.get(d.lane, d.due_ms + 1):
-                lanes[d.lane] = d.due_ms
-    return Accepted(stored.fresh, count, skipped, held, lanes, stored.owned)
+            else:
+                if d.due_ms < lanes.get(d.lane, d.due_ms + 1):
+                    lanes[d.lane] = d.due_ms
+                if (event.event_id, d.postback_id) not in owned and d.due_ms < rest.get(
+                    d.lane, d.due_ms + 1
+                ):
+                    rest[d.lane] = d.due_ms
+    return Accepted(stored.fresh, count, skipped, held, lanes, stored.owned, rest)
