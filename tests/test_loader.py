@@ -194,3 +194,25 @@ async def test_a_lane_with_unread_work_or_no_room_reads_from_the_store(
         loader.rewind(lane, first_due)
     await run_until(loader, lambda: len(taken.of("a")) == 12)
     assert taken.of("a") == [*range(10_001, 10_011), *(d.id for d in newer)]  # in due order
+
+
+async def test_a_delivery_finished_while_a_read_was_under_way_is_not_taken_again(
+    store: EmbeddedStore,
+) -> None:
+    """A shared store reads due work on one connection and commits results on another: a
+    read whose snapshot predates a result's commit still returns that delivery as pending,
+    after the engine forgot it (its result committed). Taken, it would be sent twice."""
+    await insert(store.writer, [(n, delivery("a", 100 + n)) for n in (1, 2)], first_id=1)
+    taken = Taken()
+    loader = Loader(store, taken, lambda: NOW_MS, capacity=1_000)
+    original = store.lease_due
+
+    async def lease_due(*args: object) -> object:
+        found = await original(*args)  # type: ignore[arg-type]
+        loader.finished(1)  # its result commits meanwhile, elsewhere
+        return found
+
+    store.lease_due = lease_due  # type: ignore[assignment, method-assign]
+    await run_until(loader, lambda: len(taken.deliveries) == 1)
+    await asyncio.sleep(0.1)
+    assert taken.of("a") == [2]

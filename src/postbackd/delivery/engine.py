@@ -595,6 +595,7 @@ class Engine:
     def _written(self, batch: Batch) -> None:
         held = False
         for d, result in batch:
+            self._loader.finished(d.id)
             self._forget(d)
             if result.state == "scheduled":
                 self._loader.rewind(result.account_id or d.lane, result.due_ms)

@@ -71,6 +71,8 @@ class Loader:
         self._capacity = capacity
         self._lanes: dict[str, LaneLoad] = {}
         self.share = capacity  # recomputed at each pass: `_update_share`
+        # Deliveries whose result was committed while a read was under way (`finished`).
+        self._finished: set[int] | None = None
         self._wake = asyncio.Event()
         self._warn = RateLimitedLog(log)
 
@@ -121,6 +123,14 @@ class Loader:
             state.cursor = (last.due_ms, last.id)
             taken.add(lane)
         return taken
+
+    def finished(self, delivery_id: int) -> None:
+        """The delivery's result is committed. A read under way may still return it as
+        pending: a shared store reads on another connection than it writes results on, so
+        the read's snapshot can predate that commit, and the engine, which forgets a
+        delivery once its result is committed, would send it again."""
+        if self._finished is not None:
+            self._finished.add(delivery_id)
 
     def released(self, lane: str) -> None:
         """A delivery loaded for `lane` left memory (its result is in the store)."""
@@ -183,7 +193,11 @@ class Loader:
             if not reads:
                 return
             rewinds = {lane: self._lanes[lane].rewinds for lane, _, _ in reads}
-            found = await self._store.lease_due(reads, now, LOAD_BATCH)
+            finished = self._finished = set()
+            try:
+                found = await self._store.lease_due(reads, now, LOAD_BATCH)
+            finally:
+                self._finished = None
             read_any = False
             for lane, rows, due in found:
                 state = self._lanes.pop(lane)
@@ -195,7 +209,7 @@ class Loader:
                         state, rewinds[lane], (last[ROW_DUE_MS], last[ROW_ID]), state.cursor
                     )
                     for row in rows:
-                        if self._deliver(Delivery(*row)):
+                        if row[ROW_ID] not in finished and self._deliver(Delivery(*row)):
                             state.loaded += 1
                     read_any = True
                 next_due = _NEVER if due is None else due
