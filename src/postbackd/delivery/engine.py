@@ -405,11 +405,11 @@ class Engine:
         try:
             while True:
                 await self._send(lane, d, ticket)
-                if self._stopping or lane.busy or self._slots.locked():
+                if self._stopping or self._slots.locked():
                     return
                 step = lane.step(self._catalog.index.accounts.get(lane.account_id), self._broad)
                 if not isinstance(step, Send):
-                    return  # a wait or a reroute: the lane's loop acts on it
+                    return  # idle, a wait or a reroute: the lane's loop acts on it
                 d, ticket = step.delivery, step.ticket
         finally:
             self._slots.release()
