@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from conftest import ACCOUNT_ID, Api, MockX, Running, daemon_settings, seed_config
 from postbackd.daemon import Daemon
+from postbackd.errors import StoreUnavailable
 from procs import wait_for
 from test_delivery import deliveries, event, ingest, settled
 
@@ -131,5 +133,77 @@ async def test_cancel_takes_out_of_memory_deliveries_waiting_to_be_queued_again(
             assert answer["cancelled"] == 3
             assert engine.loaded == 0
             await settled(api, 3, "cancelled")
+    finally:
+        await daemon.stop()
+
+
+async def test_a_cancel_committed_during_a_read_is_not_undone_by_that_read(
+    running: Running, mock_x: MockX
+) -> None:
+    # A shared store reads due work on one connection and cancels on another: a read whose
+    # snapshot predates the cancel's commit returns the cancelled deliveries as pending.
+    # Taken then, they went to X after the cancel had answered, and their delivered result
+    # overrode the cancel. The read is made to return only once the cancel has committed.
+    api = running.api
+    engine, store = running.daemon.engine, running.daemon.store
+    assert engine is not None and store is not None
+    seeded = await seed_config(api)
+    postback_id = seeded["postback"]["id"]
+    # Delayed: read from the store when due, not handed over at acceptance.
+    await api.ok("PATCH", f"/api/v1/postbacks/{postback_id}", json={"delivery_delay_s": 1})
+    original = store.lease_due
+    answers: list[int] = []
+
+    async def lease_due(*args: Any) -> Any:
+        found = await original(*args)
+        if any(rows for _, rows, _ in found) and not answers:
+            answers.append(await engine.cancel(None, postback_id))
+        return found
+
+    store.lease_due = lease_due  # type: ignore[method-assign]
+    await ingest(api, [event(seeded["app"]["id"], n) for n in range(3)])
+
+    async def cancelled() -> bool:
+        return bool(answers)
+
+    await wait_for(cancelled, timeout_s=10)
+    assert answers == [3]
+    await asyncio.sleep(1.0)  # time enough to send them, were they taken
+    assert len(await deliveries(api, "cancelled")) == 3
+    sent = await mock_x.call("GET", "/_mock/requests?limit=100")
+    assert [r for r in sent["requests"] if r["path"].endswith("/conversion_event")] == []
+    assert engine.loaded == 0
+
+
+async def test_a_cancel_the_store_refuses_leaves_the_deliveries_to_go_out(
+    tmp_path: Path, mock_x: MockX
+) -> None:
+    # The cancel drops matching deliveries from memory before its commit; when the commit
+    # fails they are still pending in the store and must be read again, not stranded
+    # behind the loader's position until a restart.
+    daemon = Daemon(daemon_settings(tmp_path / "data", mock_x.url, x_hmac_key=None))
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(session, f"http://127.0.0.1:{daemon.port}")
+            seeded = await seed_config(api)
+            await ingest(api, [event(seeded["app"]["id"], n) for n in range(3)])
+            engine, store = daemon.engine, daemon.store
+            assert engine is not None and store is not None
+
+            async def all_loaded() -> bool:
+                return engine.loaded == 3
+
+            await wait_for(all_loaded)
+
+            async def refuse(*_: Any) -> int:
+                raise StoreUnavailable("the disk is full", kind="disk_full")
+
+            store.cancel = refuse  # type: ignore[method-assign]
+            with pytest.raises(StoreUnavailable):
+                await engine.cancel(None, seeded["postback"]["id"])
+            assert engine.loaded == 0
+            await wait_for(all_loaded, timeout_s=5)
+            assert len(await deliveries(api, "ready")) == 3
     finally:
         await daemon.stop()

@@ -276,7 +276,8 @@ class Engine:
         match: Match = (lambda d: d.id in chosen) if chosen is not None else (
             lambda d: d.postback_id == postback_id
         )  # fmt: skip
-        # Until the commit, rows read by the loader from before it must not go out either.
+        # Until the commit, and any read that may predate it, rows the loader reads must not
+        # go out either.
         self._cancelling.append(match)
         try:
             for lane in self._lanes.values():
@@ -299,8 +300,14 @@ class Engine:
             count = await self._store.cancel(
                 None if chosen is None else sorted(chosen), postback_id, in_flight, self.now_ms()
             )
+        except BaseException:
+            # Not cancelled after all: what was dropped from memory is read again.
+            for account_id in self._lanes:
+                self._loader.rewind(account_id, 0)
+            raise
         finally:
-            self._cancelling.remove(match)
+            # A read under way may predate the commit and return these rows as pending.
+            self._loader.after_read(partial(self._cancelling.remove, match))
         self._outcomes["cancelled"] += count
         self.done["cancelled"] = self.done.get("cancelled", 0) + count
         return count

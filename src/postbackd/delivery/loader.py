@@ -26,7 +26,7 @@ from typing import Final, TypeVar
 
 from postbackd.errors import StoreUnavailable
 from postbackd.logs import RateLimitedLog
-from postbackd.store.base import ROW_DUE_MS, ROW_ID, Store
+from postbackd.store.base import ROW_DUE_MS, ROW_ID, LaneRows, Store
 
 from .model import Delivery
 
@@ -73,6 +73,8 @@ class Loader:
         self.share = capacity  # recomputed at each pass: `_update_share`
         # Deliveries whose result was committed while a read was under way (`finished`).
         self._finished: set[int] | None = None
+        # What waits for the read under way to end (`after_read`).
+        self._after_read: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self._warn = RateLimitedLog(log)
 
@@ -131,6 +133,14 @@ class Loader:
         delivery once its result is committed, would send it again."""
         if self._finished is not None:
             self._finished.add(delivery_id)
+
+    def after_read(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once a read under way, if any, has handed over its rows: what it
+        returns may predate a change just committed (a cancel), as with `finished`."""
+        if self._finished is None:
+            callback()
+        else:
+            self._after_read.append(callback)
 
     def released(self, lane: str) -> None:
         """A delivery loaded for `lane` left memory (its result is in the store)."""
@@ -196,26 +206,36 @@ class Loader:
             finished = self._finished = set()
             try:
                 found = await self._store.lease_due(reads, now, LOAD_BATCH)
+                read_any = self._take_rows(found, rewinds, finished)
             finally:
                 self._finished = None
-            read_any = False
-            for lane, rows, due in found:
-                state = self._lanes.pop(lane)
-                self._lanes[lane] = state  # to the back of the line
-                if rows:
-                    last = rows[-1]
-                    # A rewind during the read may point before what was just read.
-                    state.cursor = _after(
-                        state, rewinds[lane], (last[ROW_DUE_MS], last[ROW_ID]), state.cursor
-                    )
-                    for row in rows:
-                        if row[ROW_ID] not in finished and self._deliver(Delivery(*row)):
-                            state.loaded += 1
-                    read_any = True
-                next_due = _NEVER if due is None else due
-                state.next_due_ms = _after(state, rewinds[lane], next_due, state.next_due_ms)
+                waiting, self._after_read = self._after_read, []
+                for callback in waiting:
+                    callback()
             if not read_any:
                 return
+
+    def _take_rows(
+        self, found: list[LaneRows], rewinds: dict[str, int], finished: set[int]
+    ) -> bool:
+        """Hand over what a read found; whether it found any row."""
+        read_any = False
+        for lane, rows, due in found:
+            state = self._lanes.pop(lane)
+            self._lanes[lane] = state  # to the back of the line
+            if rows:
+                last = rows[-1]
+                # A rewind during the read may point before what was just read.
+                state.cursor = _after(
+                    state, rewinds[lane], (last[ROW_DUE_MS], last[ROW_ID]), state.cursor
+                )
+                for row in rows:
+                    if row[ROW_ID] not in finished and self._deliver(Delivery(*row)):
+                        state.loaded += 1
+                read_any = True
+            next_due = _NEVER if due is None else due
+            state.next_due_ms = _after(state, rewinds[lane], next_due, state.next_due_ms)
+        return read_any
 
 
 def _after(state: LaneLoad, rewinds: int, read: T, current: T) -> T:
