@@ -1,7 +1,7 @@
 """Several daemons on one PostgreSQL (PRODUCT.md 5), as processes against the simulated X:
 a configuration change made through one daemon acts at the others with no restart
-(LISTEN/NOTIFY); three daemons sharing the ingest claim every event exactly once, and lose
-nothing when one of them is killed under load."""
+(LISTEN/NOTIFY), and so does a cancel; three daemons sharing the ingest claim every event
+exactly once, and lose nothing when one of them is killed under load."""
 
 from __future__ import annotations
 
@@ -109,6 +109,34 @@ async def test_a_change_through_one_daemon_acts_at_the_other(tmp_path: Path, pg_
             details = await a.ok("GET", "/api/v1/events/ev-2")
             assert details["deliveries"] == []
         assert len(await conversions(mock)) == 1
+    finally:
+        await mock.kill()
+
+
+async def test_a_cancel_through_one_daemon_drops_what_another_holds_unsent(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # a leases the deliveries and queues them behind its one request at a time to a slow X;
+    # b, started afterwards, cancels them. Unless a learns of it, a goes on sending them,
+    # and their delivered results override the cancel.
+    mock = await start_mock("--latency", "fixed:500")
+    one_at_a_time = {**FAST_RETRY, "x_account_max_in_flight": 1}
+    try:
+        async with daemons(tmp_path / "a", mock, pg_url, 1, **one_at_a_time) as (a,):
+            seeded = await seed_config(a.api)
+            app_id, postback_id = seeded["app"]["id"], seeded["postback"]["id"]
+            await ingest(a.api, [event(app_id, n) for n in range(20)])
+            async with daemons(tmp_path / "b", mock, pg_url, 1, **one_at_a_time) as (b,):
+                answer = await b.api.ok(
+                    "POST", "/api/v1/deliveries/cancel", json={"postback_id": postback_id}
+                )
+                assert answer["cancelled"] > 2
+                sent = len(await conversions(mock))
+                await asyncio.sleep(2.0)  # a would send four more meanwhile
+                # The one at X when the cancel committed finishes; nothing more goes.
+                assert len(await conversions(mock)) <= sent + 1
+            finished = await settled(a.api, 20 - len(await conversions(mock)), "cancelled")
+            assert len(finished) + len(await conversions(mock)) == 20
     finally:
         await mock.kill()
 

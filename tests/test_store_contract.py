@@ -334,6 +334,9 @@ async def test_cancel_takes_what_has_not_gone_out(store: Store) -> None:
     assert await store.pending_of_postback("kopbB") == 1
     cancelled = await store.list_deliveries("cancelled", None, 10, NOW)
     assert sorted(item["event_id"] for _, item in cancelled) == ["ev-3", "ev-4"]
+    # What another daemon holding some of them learns (Engine._drop_cancelled).
+    asked = [done.id, flying.id, chosen.id]
+    assert await store.cancelled_among(asked) == [chosen.id]
     # A result on its way after a cancel: only delivered or dead overrides it.
     await store.write_results([result(chosen, "scheduled", due_ms=NOW + 1)], NOW)
     details = await store.event_details("ev-4", NOW)

@@ -141,6 +141,8 @@ class Engine:
         self._cancelling: list[Match] = []
         # In flight when cancelled: unless the request delivers it, it ends cancelled.
         self._cancel_after: set[int] = set()
+        self._sweep: asyncio.Task[None] | None = None  # `_cancelled_elsewhere`
+        self._sweep_again = False
         self._stopping = False
         self._broad_open = False
         self._debug_at: dict[ResponseKind, float] = {}
@@ -168,6 +170,7 @@ class Engine:
             task.add_done_callback(self._died)
             self._tasks.append(task)
         self._catalog.subscribe(lambda _: self._releaser.wake())
+        self._store.watch_cancels(self._cancelled_elsewhere)
         # Held rows left by an earlier run get the signing rule once more.
         self._releaser.wake()
 
@@ -219,6 +222,8 @@ class Engine:
         lane_tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         for task in (*self._tasks, *lane_tasks):
             task.cancel()
+        if self._sweep is not None:
+            self._sweep.cancel()
         for timer in self._timers.values():
             timer.cancel()
         if self._sends:
@@ -280,20 +285,7 @@ class Engine:
         # go out either.
         self._cancelling.append(match)
         try:
-            for lane in self._lanes.values():
-                kept = [d for d in lane.queue if not match(d)]
-                if len(kept) < len(lane.queue):
-                    for d in lane.queue:
-                        if match(d):
-                            self._forget(d)
-                    lane.queue.clear()
-                    lane.queue.extend(kept)
-            for delivery_id, timer in list(self._timers.items()):
-                waiting = self._loaded.get(delivery_id)  # to be queued again later
-                if waiting is not None and match(waiting):
-                    timer.cancel()
-                    del self._timers[delivery_id]
-                    self._forget(waiting)
+            self._drop(match)
             in_flight = {i for lane in self._lanes.values() for i, d in lane.in_flight.items()
                          if match(d)}  # fmt: skip
             self._cancel_after |= in_flight
@@ -311,6 +303,53 @@ class Engine:
         self._outcomes["cancelled"] += count
         self.done["cancelled"] = self.done.get("cancelled", 0) + count
         return count
+
+    def _drop(self, match: Match) -> None:
+        """Deliveries not gone out that `match` takes leave memory unsent: those queued, and
+        those waiting to be queued again."""
+        for lane in self._lanes.values():
+            kept = [d for d in lane.queue if not match(d)]
+            if len(kept) < len(lane.queue):
+                for d in lane.queue:
+                    if match(d):
+                        self._forget(d)
+                lane.queue.clear()
+                lane.queue.extend(kept)
+        for delivery_id, timer in list(self._timers.items()):
+            waiting = self._loaded.get(delivery_id)  # to be queued again later
+            if waiting is not None and match(waiting):
+                timer.cancel()
+                del self._timers[delivery_id]
+                self._forget(waiting)
+
+    def _cancelled_elsewhere(self) -> None:
+        """Another daemon of the shared store cancelled deliveries: some may be in this
+        one's memory, leased to it, queued or waiting. One sweep at a time; a notice during
+        a sweep asks for one more."""
+        if self._sweep is not None and not self._sweep.done():
+            self._sweep_again = True
+            return
+        self._sweep = asyncio.create_task(self._drop_cancelled(), name="delivery-cancels")
+
+    async def _drop_cancelled(self) -> None:
+        self._sweep_again = True
+        while self._sweep_again and not self._stopping:
+            self._sweep_again = False
+            waiting = [*(d.id for lane in self._lanes.values() for d in lane.queue),
+                       *self._timers]  # fmt: skip
+            if not waiting:
+                continue
+            try:
+                cancelled = set(await self._store.cancelled_among(waiting))
+            except StoreUnavailable as exc:
+                self._warn.warning(
+                    "cancels", f"could not learn of deliveries cancelled elsewhere: {exc}"
+                )
+                return
+            if cancelled:
+                self._drop(partial(_among, cancelled))
+                log.info("%d deliveries cancelled through another daemon dropped unsent",
+                         len(cancelled))  # fmt: skip
 
     # --- loading and routing -------------------------------------------------------------
 
@@ -659,3 +698,7 @@ class Engine:
     def _wake_all(lanes: Iterable[Lane]) -> None:
         for lane in lanes:
             lane.wake.set()
+
+
+def _among(ids: set[int], d: Delivery) -> bool:
+    return d.id in ids

@@ -336,6 +336,16 @@ class Store(Protocol):
         are left to finish. The count cancelled."""
         ...
 
+    def watch_cancels(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` when another daemon cancelled deliveries (a shared store:
+        LISTEN/NOTIFY, and once after every reconnect, as a notice may have been missed):
+        this daemon may hold some of them in memory. The embedded store never calls it."""
+        ...
+
+    async def cancelled_among(self, ids: Sequence[int]) -> list[int]:
+        """Those of `ids` that are cancelled."""
+        ...
+
     async def pending_of_postback(self, postback_id: str) -> int:
         """Deliveries of a postback not gone out yet (scheduled, ready, held)."""
         ...

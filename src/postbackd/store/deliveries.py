@@ -282,6 +282,17 @@ def cancel(
     ).rowcount
 
 
+def cancelled_among(conn: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM deliveries WHERE state = 'cancelled'"
+            " AND id IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(list(ids)).decode(),),
+        )
+    ]
+
+
 def pending_of_postback(conn: sqlite3.Connection, postback_id: str) -> int:
     """Deliveries of a postback that have not gone out yet (pending or held)."""
     return int(

@@ -303,6 +303,12 @@ class EmbeddedStore:
         count: int = await self.writer.submit(job)
         return count
 
+    def watch_cancels(self, listener: Callable[[], None]) -> None:
+        """No other daemon cancels deliveries of this store: nothing to watch."""
+
+    async def cancelled_among(self, ids: Sequence[int]) -> list[int]:
+        return await self._read(sql.cancelled_among, ids)
+
     async def pending_of_postback(self, postback_id: str) -> int:
         return await self._read(sql.pending_of_postback, postback_id)
 

@@ -20,6 +20,8 @@ from .rows import PENDING, affected
 if TYPE_CHECKING:
     from .connect import Conn
 
+# Cancels notify the other daemons, which may hold cancelled deliveries in memory.
+CANCEL_CHANNEL: Final = "postbackd_cancel"
 _INSERT_EVENTS: Final = """
 INSERT INTO events (event_id, app_id, event_name, received_at_ms, body)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[])
@@ -241,6 +243,7 @@ async def replay_dead(conn: Conn, ids: Sequence[int] | None, now_ms: int) -> dic
 
 async def cancel(
     conn: Conn,
+    owner: str,
     ids: Sequence[int] | None,
     postback_id: str | None,
     in_flight: Collection[int],
@@ -248,7 +251,8 @@ async def cancel(
 ) -> int:
     """Deliveries not gone out become `cancelled` (PRODUCT.md 2), their leases ended; the
     ones whose request is at X (`in_flight`, this daemon's) finish. A delivery another
-    daemon holds is cancelled too: its result, if it was at X, says what happened."""
+    daemon holds is cancelled too: told at once (NOTIFY, after the commit), that daemon
+    drops those it has not sent; its result, if it was at X, says what happened."""
     where = "id = ANY($2::bigint[])" if ids is not None else "postback_id = $2"
     chosen: object = list(ids) if ids is not None else postback_id
     status = await conn.execute(
@@ -258,7 +262,18 @@ async def cancel(
         " AND id <> ALL($3::bigint[])",
         now_ms, chosen, sorted(in_flight),
     )  # fmt: skip
-    return affected(status)
+    count = affected(status)
+    if count:
+        await conn.execute("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, owner)
+    return count
+
+
+async def cancelled_among(conn: Conn, ids: Sequence[int]) -> list[int]:
+    rows = await conn.fetch(
+        "SELECT id FROM deliveries WHERE id = ANY($1::bigint[]) AND state = 'cancelled'",
+        list(ids),
+    )
+    return [int(r[0]) for r in rows]
 
 
 async def pending_of_postback(conn: Conn, postback_id: str) -> int:

@@ -321,8 +321,15 @@ class PostgresStore:
         now_ms: int,
     ) -> int:
         return await self._write(
-            lambda c: deliveries.cancel(c, ids, postback_id, in_flight, now_ms)
+            lambda c: deliveries.cancel(c, self.owner, ids, postback_id, in_flight, now_ms)
         )
+
+    def watch_cancels(self, listener: Callable[[], None]) -> None:
+        assert self._watch is not None, "open the store first"
+        self._watch.on_cancels(listener)
+
+    async def cancelled_among(self, ids: Sequence[int]) -> list[int]:
+        return await self._read(lambda c: deliveries.cancelled_among(c, ids))
 
     async def pending_of_postback(self, postback_id: str) -> int:
         return await self._read(lambda c: deliveries.pending_of_postback(c, postback_id))

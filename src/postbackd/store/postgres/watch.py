@@ -1,11 +1,12 @@
-"""Configuration changes of other daemons (PRODUCT.md 5): a LISTEN connection of its own on
-`postbackd_config`, whose notices (sent at commit by `config.apply`) carry the new version
-and the daemon that made it. A daemon ignores its own.
+"""Configuration changes and cancels of other daemons (PRODUCT.md 5): a LISTEN connection of
+its own on `postbackd_config`, whose notices (sent at commit by `config.apply`) carry the new
+version and the daemon that made it, and on `postbackd_cancel` (sent by `deliveries.cancel`
+after its commit). A daemon ignores its own.
 
 A notice sent while this daemon was not listening (its connection lost, the server
 restarted) is never delivered: after every (re)connect, and every few seconds anyway, the
 stored version is compared with the latest this daemon has seen, and a difference is
-reported as a change.
+reported as a change; and after every (re)connect, cancels are reported as if noticed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from postbackd.store.url import DatabaseUrl
 
 from .config import CHANNEL
 from .connect import APPLICATION_NAME, CONNECT_TIMEOUT_S
+from .deliveries import CANCEL_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class ConfigWatch:
         self._owner = owner
         self._version = 0
         self._listener: Callable[[int], None] | None = None
+        self._cancels: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._warn = RateLimitedLog(log)
 
@@ -49,6 +52,11 @@ class ConfigWatch:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="config-watch")
 
+    def on_cancels(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` when another daemon cancelled deliveries (from the start of
+        the watch, `start`)."""
+        self._cancels = listener
+
     def _changed(self, version: int) -> None:
         if version > self._version and self._listener is not None:
             self._version = version
@@ -58,6 +66,10 @@ class ConfigWatch:
         version, _, origin = str(payload).partition(" ")
         if origin != self._owner and version.isdigit():
             self._changed(int(version))
+
+    def _cancel_notice(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if str(payload) != self._owner and self._cancels is not None:
+            self._cancels()
 
     async def _run(self) -> None:
         while True:
@@ -79,6 +91,9 @@ class ConfigWatch:
         conn.add_termination_listener(lambda _: lost.set())
         try:
             await conn.add_listener(CHANNEL, self._notice)
+            await conn.add_listener(CANCEL_CHANNEL, self._cancel_notice)
+            if self._cancels is not None:
+                self._cancels()  # any missed while not listening
             while not lost.is_set():
                 # Listening first, then the check: a change committed in between is seen
                 # by one or the other.
