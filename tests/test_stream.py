@@ -316,6 +316,51 @@ async def test_entries_the_store_refuses_stay_pending_and_are_read_again(
         await mock.kill()
 
 
+async def test_a_clean_stop_with_entries_pending_leaves_them_to_the_next_member(
+    small_fs: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    # SIGTERM while entries this member read are pending (the store refused them): the stop
+    # acknowledges none of them, the member stays in the group with them, and the next
+    # daemon (another consumer name, as every run has) takes them over and commits them.
+    mock = await start_mock()
+    data_dir = small_fs / "data"
+    url = stream_url(redis_server, consumer="first")
+    daemon = await start_daemon(data_dir, mock.url, event_stream_url=url, **FAST_RETRY)
+    try:
+        async with client(daemon) as api:
+            app_id = (await seed_config(api))["app"]["id"]
+            filler = fill(small_fs)
+            padded = {"event_name": "purchase", "event_data": {"note": PADDING}}
+            for n in range(0, 20_000, 100):
+                batch = [event(app_id, m, data=padded) for m in range(n, n + 100)]
+                status, _ = await api.request("POST", "/track/json", json=batch)
+                if status == 503:
+                    break
+            assert status == 503, "the store never refused a commit on a full disk"
+            await add(redis, *(event(app_id, 50_000 + n) for n in range(5)))
+
+            async def read_and_refused() -> bool:
+                return await pending(redis) > 0 and "the store refused them" in daemon.log
+
+            await wait_for(read_and_refused)
+        assert await daemon.stop() == 0, daemon.log
+        held = await redis.xpending_range(STREAM, GROUP, min="-", max="+", count=10)
+        assert held and {h["consumer"] for h in held} == {b"first"}
+        assert "consumer first left as it is" not in daemon.log  # it stayed: nothing failed
+
+        filler.unlink()
+        url = stream_url(redis_server, consumer="second", claim_idle_s=0.5)
+        daemon = await start_daemon(data_dir, mock.url, event_stream_url=url, **FAST_RETRY)
+        async with client(daemon) as api:
+            await all_acknowledged(redis)
+            for n in range(5):
+                await api.ok("GET", f"/api/v1/events/ev-{50_000 + n}")
+            assert "took over" in daemon.log
+    finally:
+        await daemon.kill()
+        await mock.kill()
+
+
 async def test_redis_lost_while_running_is_waited_for_and_reading_resumes(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
