@@ -7,7 +7,9 @@ credentials replaced since does not undo a fresh authentication."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +109,10 @@ async def test_a_late_401_does_not_undo_a_fresh_authentication(
     assert await catalog.record_authentication(ACCOUNT_ID, True, None, sent_with=replaced) is None
 
 
-async def test_cancel_takes_out_of_memory_deliveries_waiting_to_be_queued_again(
-    tmp_path: Path, mock_x: MockX
-) -> None:
-    # Without an HMAC key no claim can be built yet: each delivery waits to be queued again.
-    # A cancel must end that wait too, or the cancelled deliveries keep their places in the
-    # account's share of memory for good (and cycle through the lane every few seconds).
+@contextlib.asynccontextmanager
+async def keyless(tmp_path: Path, mock_x: MockX) -> AsyncIterator[tuple[Daemon, Api, str]]:
+    """A daemon without the HMAC key, so no claim can be built yet: each of the 3 events
+    ingested waits in memory to be queued again. The daemon, its client, the postback's id."""
     daemon = Daemon(daemon_settings(tmp_path / "data", mock_x.url, x_hmac_key=None))
     await daemon.start()
     try:
@@ -120,21 +120,31 @@ async def test_cancel_takes_out_of_memory_deliveries_waiting_to_be_queued_again(
             api = Api(session, f"http://127.0.0.1:{daemon.port}")
             seeded = await seed_config(api)
             await ingest(api, [event(seeded["app"]["id"], n) for n in range(3)])
-            engine = daemon.engine
-            assert engine is not None
-
-            async def all_waiting() -> bool:
-                return engine.loaded == 3 and engine.in_flight == 0
-
-            await wait_for(all_waiting)
-            answer = await api.ok(
-                "POST", "/api/v1/deliveries/cancel", json={"postback_id": seeded["postback"]["id"]}
-            )
-            assert answer["cancelled"] == 3
-            assert engine.loaded == 0
-            await settled(api, 3, "cancelled")
+            yield daemon, api, seeded["postback"]["id"]
     finally:
         await daemon.stop()
+
+
+async def test_cancel_takes_out_of_memory_deliveries_waiting_to_be_queued_again(
+    tmp_path: Path, mock_x: MockX
+) -> None:
+    # Without an HMAC key no claim can be built yet: each delivery waits to be queued again.
+    # A cancel must end that wait too, or the cancelled deliveries keep their places in the
+    # account's share of memory for good (and cycle through the lane every few seconds).
+    async with keyless(tmp_path, mock_x) as (daemon, api, postback_id):
+        engine = daemon.engine
+        assert engine is not None
+
+        async def all_waiting() -> bool:
+            return engine.loaded == 3 and engine.in_flight == 0
+
+        await wait_for(all_waiting)
+        answer = await api.ok(
+            "POST", "/api/v1/deliveries/cancel", json={"postback_id": postback_id}
+        )
+        assert answer["cancelled"] == 3
+        assert engine.loaded == 0
+        await settled(api, 3, "cancelled")
 
 
 async def test_a_cancel_committed_during_a_read_is_not_undone_by_that_read(
@@ -181,29 +191,21 @@ async def test_a_cancel_the_store_refuses_leaves_the_deliveries_to_go_out(
     # The cancel drops matching deliveries from memory before its commit; when the commit
     # fails they are still pending in the store and must be read again, not stranded
     # behind the loader's position until a restart.
-    daemon = Daemon(daemon_settings(tmp_path / "data", mock_x.url, x_hmac_key=None))
-    await daemon.start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            api = Api(session, f"http://127.0.0.1:{daemon.port}")
-            seeded = await seed_config(api)
-            await ingest(api, [event(seeded["app"]["id"], n) for n in range(3)])
-            engine, store = daemon.engine, daemon.store
-            assert engine is not None and store is not None
+    async with keyless(tmp_path, mock_x) as (daemon, api, postback_id):
+        engine, store = daemon.engine, daemon.store
+        assert engine is not None and store is not None
 
-            async def all_loaded() -> bool:
-                return engine.loaded == 3
+        async def all_loaded() -> bool:
+            return engine.loaded == 3
 
-            await wait_for(all_loaded)
+        await wait_for(all_loaded)
 
-            async def refuse(*_: Any) -> int:
-                raise StoreUnavailable("the disk is full", kind="disk_full")
+        async def refuse(*_: Any) -> int:
+            raise StoreUnavailable("the disk is full", kind="disk_full")
 
-            store.cancel = refuse  # type: ignore[method-assign]
-            with pytest.raises(StoreUnavailable):
-                await engine.cancel(None, seeded["postback"]["id"])
-            assert engine.loaded == 0
-            await wait_for(all_loaded, timeout_s=5)
-            assert len(await deliveries(api, "ready")) == 3
-    finally:
-        await daemon.stop()
+        store.cancel = refuse  # type: ignore[method-assign]
+        with pytest.raises(StoreUnavailable):
+            await engine.cancel(None, postback_id)
+        assert engine.loaded == 0
+        await wait_for(all_loaded, timeout_s=5)
+        assert len(await deliveries(api, "ready")) == 3

@@ -273,6 +273,19 @@ async def _sent_at_least(mock: Proc, count: int) -> bool:
     return len(await conversions(mock)) >= count
 
 
+async def fill_until_refused(small_fs: Path, api: Api, app_id: str) -> Path:
+    """Fill the small disk, then ingest until the store refuses a commit (the WAL must grow
+    on a full disk); the file filling it, to unlink for space again."""
+    filler = fill(small_fs)
+    padded = {"event_name": "purchase", "event_data": {"note": PADDING}}
+    for n in range(0, 20_000, 100):
+        batch = [event(app_id, m, data=padded) for m in range(n, n + 100)]
+        status, _ = await api.request("POST", "/track/json", json=batch)
+        if status == 503:
+            return filler
+    raise AssertionError("the store never refused a commit on a full disk")
+
+
 async def test_entries_the_store_refuses_stay_pending_and_are_read_again(
     small_fs: Path, redis_server: RedisServer, redis: Redis
 ) -> None:
@@ -282,15 +295,7 @@ async def test_entries_the_store_refuses_stay_pending_and_are_read_again(
     try:
         async with client(daemon) as api:
             app_id = (await seed_config(api))["app"]["id"]
-            filler = fill(small_fs)
-            # Ingest until the store refuses a commit (the WAL must grow on a full disk).
-            padded = {"event_name": "purchase", "event_data": {"note": PADDING}}
-            for n in range(0, 20_000, 100):
-                batch = [event(app_id, m, data=padded) for m in range(n, n + 100)]
-                status, _ = await api.request("POST", "/track/json", json=batch)
-                if status == 503:
-                    break
-            assert status == 503, "the store never refused a commit on a full disk"
+            filler = await fill_until_refused(small_fs, api, app_id)
             ids = await add(redis, *(event(app_id, 50_000 + n) for n in range(5)))
 
             # Read, refused by the store, not acknowledged: they stay pending, and the daemon
@@ -329,14 +334,7 @@ async def test_a_clean_stop_with_entries_pending_leaves_them_to_the_next_member(
     try:
         async with client(daemon) as api:
             app_id = (await seed_config(api))["app"]["id"]
-            filler = fill(small_fs)
-            padded = {"event_name": "purchase", "event_data": {"note": PADDING}}
-            for n in range(0, 20_000, 100):
-                batch = [event(app_id, m, data=padded) for m in range(n, n + 100)]
-                status, _ = await api.request("POST", "/track/json", json=batch)
-                if status == 503:
-                    break
-            assert status == 503, "the store never refused a commit on a full disk"
+            filler = await fill_until_refused(small_fs, api, app_id)
             await add(redis, *(event(app_id, 50_000 + n) for n in range(5)))
 
             async def read_and_refused() -> bool:
