@@ -278,7 +278,7 @@ class Engine:
         """Cancel deliveries that have not gone out (PRODUCT.md 2): those of `ids`, or all of
         the postback. Queued ones never go; requests at X finish; the count cancelled."""
         chosen = None if ids is None else set(ids)
-        match: Match = (lambda d: d.id in chosen) if chosen is not None else (
+        match: Match = partial(_among, chosen) if chosen is not None else (
             lambda d: d.postback_id == postback_id
         )  # fmt: skip
         # Until the commit, and any read that may predate it, rows the loader reads must not
@@ -332,15 +332,12 @@ class Engine:
         self._sweep = asyncio.create_task(self._drop_cancelled(), name="delivery-cancels")
 
     async def _drop_cancelled(self) -> None:
-        self._sweep_again = True
-        while self._sweep_again and not self._stopping:
+        while not self._stopping:
             self._sweep_again = False
             waiting = [*(d.id for lane in self._lanes.values() for d in lane.queue),
                        *self._timers]  # fmt: skip
-            if not waiting:
-                continue
             try:
-                cancelled = set(await self._store.cancelled_among(waiting))
+                cancelled = set(await self._store.cancelled_among(waiting)) if waiting else set()
             except StoreUnavailable as exc:
                 self._warn.warning(
                     "cancels", f"could not learn of deliveries cancelled elsewhere: {exc}"
@@ -350,6 +347,8 @@ class Engine:
                 self._drop(partial(_among, cancelled))
                 log.info("%d deliveries cancelled through another daemon dropped unsent",
                          len(cancelled))  # fmt: skip
+            if not self._sweep_again:
+                return
 
     # --- loading and routing -------------------------------------------------------------
 
@@ -700,5 +699,5 @@ class Engine:
             lane.wake.set()
 
 
-def _among(ids: set[int], d: Delivery) -> bool:
+def _among(ids: Collection[int], d: Delivery) -> bool:
     return d.id in ids
