@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 from conftest import Api, seed_config
 from pgproc import pg_server, pg_url
@@ -119,6 +120,18 @@ async def test_a_cancel_through_one_daemon_drops_what_another_holds_unsent(
     # a leases the deliveries and queues them behind its one request at a time to a slow X;
     # b, started afterwards, cancels them. Unless a learns of it, a goes on sending them,
     # and their delivered results override the cancel.
+    await cancel_held_elsewhere(tmp_path, pg_url, listening=True)
+
+
+async def test_a_cancel_noticed_while_a_daemon_was_not_listening_reaches_it_all_the_same(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # The same, with a's LISTEN connection cut just before the cancel (a database that goes
+    # away for a moment): the notice is never delivered to a, which checks after reconnecting.
+    await cancel_held_elsewhere(tmp_path, pg_url, listening=False)
+
+
+async def cancel_held_elsewhere(tmp_path: Path, pg_url: str, *, listening: bool) -> None:
     mock = await start_mock("--latency", "fixed:500")
     one_at_a_time = {**FAST_RETRY, "x_account_max_in_flight": 1}
     try:
@@ -127,14 +140,25 @@ async def test_a_cancel_through_one_daemon_drops_what_another_holds_unsent(
             app_id, postback_id = seeded["app"]["id"], seeded["postback"]["id"]
             await ingest(a.api, [event(app_id, n) for n in range(20)])
             async with daemons(tmp_path / "b", mock, pg_url, 1, **one_at_a_time) as (b,):
+                if not listening:
+                    cut = await asyncpg.connect(pg_url)
+                    try:
+                        cut_off = await cut.fetchval(
+                            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                            " WHERE application_name LIKE '%config-watch'"
+                        )
+                        assert cut_off == 2  # a's and b's
+                    finally:
+                        await cut.close()
                 answer = await b.api.ok(
                     "POST", "/api/v1/deliveries/cancel", json={"postback_id": postback_id}
                 )
                 assert answer["cancelled"] > 2
                 sent = len(await conversions(mock))
-                await asyncio.sleep(2.0)  # a would send four more meanwhile
-                # The one at X when the cancel committed finishes; nothing more goes.
-                assert len(await conversions(mock)) <= sent + 1
+                await asyncio.sleep(4.0)  # a would send eight more meanwhile
+                # The one at X when the cancel committed finishes; then, when a was not
+                # listening, what it sent before its watch came back (a second or so).
+                assert len(await conversions(mock)) <= sent + (1 if listening else 4)
             finished = await settled(a.api, 20 - len(await conversions(mock)), "cancelled")
             assert len(finished) + len(await conversions(mock)) == 20
     finally:
