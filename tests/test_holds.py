@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
+import test_store_failures
 from conftest import ACCOUNT_ID, Api, MockX, Running, daemon_settings, seed_config
 from postbackd.daemon import Daemon
-from postbackd.errors import StoreUnavailable
 from procs import wait_for
 from test_delivery import deliveries, event, ingest, settled
+from test_store_failures import fill_until_refused
+
+# The data dir on a small tmpfs of its own, to fill (mounting one needs root, as in CI).
+small_fs = test_store_failures.small_fs
 
 
 def held_total(running: Running) -> float:
@@ -110,17 +113,20 @@ async def test_a_late_401_does_not_undo_a_fresh_authentication(
 
 
 @contextlib.asynccontextmanager
-async def keyless(tmp_path: Path, mock_x: MockX) -> AsyncIterator[tuple[Daemon, Api, str]]:
+async def keyless(
+    data_dir: Path, mock_x: MockX
+) -> AsyncIterator[tuple[Daemon, Api, dict[str, Any]]]:
     """A daemon without the HMAC key, so no claim can be built yet: each of the 3 events
-    ingested waits in memory to be queued again. The daemon, its client, the postback's id."""
-    daemon = Daemon(daemon_settings(tmp_path / "data", mock_x.url, x_hmac_key=None))
+    ingested waits in memory to be queued again. The daemon, its client, the configuration
+    seeded."""
+    daemon = Daemon(daemon_settings(data_dir, mock_x.url, x_hmac_key=None))
     await daemon.start()
     try:
         async with aiohttp.ClientSession() as session:
             api = Api(session, f"http://127.0.0.1:{daemon.port}")
             seeded = await seed_config(api)
             await ingest(api, [event(seeded["app"]["id"], n) for n in range(3)])
-            yield daemon, api, seeded["postback"]["id"]
+            yield daemon, api, seeded
     finally:
         await daemon.stop()
 
@@ -131,7 +137,8 @@ async def test_cancel_takes_out_of_memory_deliveries_waiting_to_be_queued_again(
     # Without an HMAC key no claim can be built yet: each delivery waits to be queued again.
     # A cancel must end that wait too, or the cancelled deliveries keep their places in the
     # account's share of memory for good (and cycle through the lane every few seconds).
-    async with keyless(tmp_path, mock_x) as (daemon, api, postback_id):
+    async with keyless(tmp_path / "data", mock_x) as (daemon, api, seeded):
+        postback_id = seeded["postback"]["id"]
         engine = daemon.engine
         assert engine is not None
 
@@ -186,26 +193,25 @@ async def test_a_cancel_committed_during_a_read_is_not_undone_by_that_read(
 
 
 async def test_a_cancel_the_store_refuses_leaves_the_deliveries_to_go_out(
-    tmp_path: Path, mock_x: MockX
+    small_fs: Path, mock_x: MockX
 ) -> None:
     # The cancel drops matching deliveries from memory before its commit; when the commit
-    # fails they are still pending in the store and must be read again, not stranded
-    # behind the loader's position until a restart.
-    async with keyless(tmp_path, mock_x) as (daemon, api, postback_id):
-        engine, store = daemon.engine, daemon.store
-        assert engine is not None and store is not None
+    # fails (a full disk) they are still pending in the store and must be read again, not
+    # stranded behind the loader's position until a restart.
+    async with keyless(small_fs / "data", mock_x) as (daemon, api, seeded):
+        engine = daemon.engine
+        assert engine is not None
+        filler = await fill_until_refused(small_fs, api, seeded["app"]["id"])
+        ready = len(await deliveries(api, "ready"))  # the 3, and what the filling added
 
         async def all_loaded() -> bool:
-            return engine.loaded == 3
+            return engine.loaded == ready
 
         await wait_for(all_loaded)
-
-        async def refuse(*_: Any) -> int:
-            raise StoreUnavailable("the disk is full", kind="disk_full")
-
-        store.cancel = refuse  # type: ignore[method-assign]
-        with pytest.raises(StoreUnavailable):
-            await engine.cancel(None, postback_id)
-        assert engine.loaded == 0
+        status, body = await api.request(
+            "POST", "/api/v1/deliveries/cancel", json={"postback_id": seeded["postback"]["id"]}
+        )
+        assert status == 503 and body["error"]["code"] == "store_unavailable", body
+        filler.unlink()
         await wait_for(all_loaded, timeout_s=5)
-        assert len(await deliveries(api, "ready")) == 3
+        assert len(await deliveries(api, "ready")) == ready

@@ -66,6 +66,19 @@ def fill(directory: Path) -> Path:
     return filler
 
 
+async def fill_until_refused(small_fs: Path, api: Api, app_id: str) -> Path:
+    """Fill the small disk, then ingest until the store refuses a commit (the WAL must grow
+    on a full disk); the file filling it, to unlink for space again."""
+    filler = fill(small_fs)
+    padded = {"event_name": "purchase", "event_data": {"note": PADDING}}
+    for n in range(0, 20_000, 100):
+        batch = [event(app_id, m, data=padded) for m in range(n, n + 100)]
+        status, _ = await api.request("POST", "/track/json", json=batch)
+        if status == 503:
+            return filler
+    raise AssertionError("the store never refused a commit on a full disk")
+
+
 class Stack:
     def __init__(self, mock: Proc, daemon: Proc, api: Api, app_id: str) -> None:
         self.mock, self.daemon, self.api, self.app_id = mock, daemon, api, app_id

@@ -32,7 +32,7 @@ from procs import Proc, client, conversions, start_daemon, start_mock, wait_for
 from redisproc import RedisServer, free_port
 from test_delivery import FAST_RETRY, deliveries, event, hashed, idfa, settled
 from test_one_daemon import assert_one_clear_line, run_serve
-from test_store_failures import PADDING, fill
+from test_store_failures import fill_until_refused
 
 STREAM = "postbackd:events"
 GROUP = "postbackd"
@@ -271,19 +271,6 @@ async def test_kill_9_while_reading_loses_nothing_and_another_member_goes_on(
 
 async def _sent_at_least(mock: Proc, count: int) -> bool:
     return len(await conversions(mock)) >= count
-
-
-async def fill_until_refused(small_fs: Path, api: Api, app_id: str) -> Path:
-    """Fill the small disk, then ingest until the store refuses a commit (the WAL must grow
-    on a full disk); the file filling it, to unlink for space again."""
-    filler = fill(small_fs)
-    padded = {"event_name": "purchase", "event_data": {"note": PADDING}}
-    for n in range(0, 20_000, 100):
-        batch = [event(app_id, m, data=padded) for m in range(n, n + 100)]
-        status, _ = await api.request("POST", "/track/json", json=batch)
-        if status == 503:
-            return filler
-    raise AssertionError("the store never refused a commit on a full disk")
 
 
 async def test_entries_the_store_refuses_stay_pending_and_are_read_again(
