@@ -20,13 +20,23 @@ from .model import Delivery, NewDelivery
 
 
 def fan_out(
-    event: Event, app: App, index: Index, accepted_ms: int, latest_network: str | None
-) -> list[NewDelivery]:
+    app: App,
+    event_name: str,
+    index: Index,
+    accepted_ms: int,
+    *,
+    has_device: bool,
+    latest_network: str | None,
+) -> tuple[NewDelivery, ...]:
     """One delivery per enabled postback for (app, network of its platform, event name),
-    in the lane of the X account that is to sign it (PRODUCT.md 1, "Claim request")."""
+    in the lane of the X account that is to sign it (PRODUCT.md 1, "Claim request"), for
+    an event of that name accepted at `accepted_ms`, with a usable device id or not, whose
+    device was last attributed to `latest_network`.
+
+    The deliveries depend on nothing else of the event: a batch works them out once per
+    kind of event (`Intake.accept`), not once per event."""
     out: list[NewDelivery] = []
-    has_device = device_key(app.network, event) is not None
-    for p in index.postbacks_of(app.id, event.event_name):
+    for p in index.postbacks_of(app.id, event_name):
         if not p.enabled or p.network != app.network:
             continue
         account, hold_reason = index.signing_account(p)
@@ -43,7 +53,7 @@ def fan_out(
             state = "scheduled"
         lane = account.id if account is not None else ""
         out.append(_new(p, state, reason, accepted_ms + p.delivery_delay_s * 1000, lane))
-    return out
+    return tuple(out)
 
 
 def _new(p: Postback, state: str, reason: str | None, due_ms: int, lane: str) -> NewDelivery:
@@ -93,10 +103,21 @@ class Intake:
     async def accept(self, events: Sequence[tuple[Event, App]], now_ms: int) -> Accepted:
         index = self._index()
         latest = await self._latest_networks(events, index)
-        planned = [
-            (event, fan_out(event, app, index, now_ms, latest.get((app.id, event.event_id))))
-            for event, app in events
-        ]
+        # A batch's events are mostly of a few kinds (app, name, device id or not): the
+        # deliveries of each kind are worked out once, and shared (they are immutable).
+        plans: dict[tuple[str, str, bool, str | None], tuple[NewDelivery, ...]] = {}
+        planned: list[tuple[Event, tuple[NewDelivery, ...]]] = []
+        for event, app in events:
+            has_device = device_key(app.network, event) is not None
+            network = latest.get((app.id, event.event_id)) if latest else None
+            kind = (app.id, event.event_name, has_device, network)
+            deliveries = plans.get(kind)
+            if deliveries is None:
+                deliveries = plans[kind] = fan_out(
+                    app, event.event_name, index, now_ms,
+                    has_device=has_device, latest_network=network,
+                )  # fmt: skip
+            planned.append((event, deliveries))
         stored = await self._store.accept(planned, now_ms)
         return _accepted(planned, stored)
 
@@ -105,9 +126,14 @@ class Intake:
     ) -> dict[tuple[str, str], str | None]:
         """The latest attributed network of each device that a network_only postback needs."""
         wanted: dict[str, dict[str, str]] = {}
+        needed: dict[tuple[str, str], bool] = {}  # by (app, event name)
         for event, app in events:
-            postbacks = index.postbacks_of(app.id, event.event_name)
-            if any(p.delivery_method == "network_only" for p in postbacks):
+            need = needed.get((app.id, event.event_name))
+            if need is None:
+                postbacks = index.postbacks_of(app.id, event.event_name)
+                need = any(p.delivery_method == "network_only" for p in postbacks)
+                needed[(app.id, event.event_name)] = need
+            if need:
                 key = device_key(app.network, event)
                 if key is not None:
                     wanted.setdefault(app.id, {})[event.event_id] = key
@@ -119,7 +145,7 @@ class Intake:
         return out
 
 
-def _accepted(planned: list[tuple[Event, list[NewDelivery]]], stored: Stored) -> Accepted:
+def _accepted(planned: Sequence[tuple[Event, Sequence[NewDelivery]]], stored: Stored) -> Accepted:
     """What the intake tells of a committed batch: counts, and the lanes to read."""
     count = skipped = held = 0
     lanes: dict[str, int] = {}
