@@ -56,7 +56,10 @@ _ONE_MS: Final = timedelta(milliseconds=1)
 _DAY_MS: Final = 86_400_000
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed once made: one is made per candidate rejected (a ClaimDecision
+# per answer), and a frozen dataclass's __init__ (object.__setattr__ per field) costs several
+# times a plain one.
+@dataclass(slots=True)
 class Rejection:
     """A candidate that did not win, and why."""
 
@@ -72,7 +75,7 @@ class Rejection:
         return self.candidate.source
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClaimDecision:
     outcome: Outcome
     winner: Candidate | None

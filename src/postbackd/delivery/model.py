@@ -64,7 +64,10 @@ class NewDelivery:
     lane: str
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed once made: one is made per claim (with Attribution and Result),
+# and a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain
+# one.
+@dataclass(slots=True)
 class Claim:
     """X's claim answer as the attribution rules judged it, kept line by line."""
 
@@ -80,7 +83,7 @@ class Claim:
     rejected: bytes  # JSON list of {source, reason, tracker_id, detail}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Attribution:
     """A re-engagement attribution: the device's latest attribution becomes this one, unless
     the device already has one of a later engagement."""
@@ -94,7 +97,7 @@ class Attribution:
     event_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Result:
     """A delivery's new state, written by the store's writer in a group commit."""
 

@@ -48,7 +48,9 @@ def classify(status: int) -> ResponseKind:
     return ResponseKind.PERMANENT
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed once made: one is made per answer of X (with XResponse), and a
+# frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one.
+@dataclass(slots=True)
 class RateLimitInfo:
     """X's `x-rate-limit-*` headers; a field is None when missing or not a number."""
 
@@ -80,7 +82,7 @@ def _count(value: str | None) -> int | None:
 _STATUS_CLASSES: Final = {n: f"{n}xx" for n in range(1, 6)}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class XResponse:
     """What one request to X came back with.
 
