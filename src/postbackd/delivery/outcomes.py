@@ -102,8 +102,8 @@ def judge(
     kind = response.kind
     if kind is ResponseKind.OK:
         decision, claim, attribution = judge_answer(d, event, response.body, index)
-        # Built at once, with its claim: the most common answer by far, and a `replace` of
-        # a frozen dataclass costs as much again.
+        # Built at once, with its claim: the most common answer by far, and a `replace`
+        # would build it twice.
         done = Result(d.id, "delivered", None, d.attempts + 1, d.due_ms, account_id,
                       response.status, None, claim, attribution)  # fmt: skip
         return Outcome(done, decision)
