@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 
 import test_store_failures
 from conftest import Api, seed_config
-from postbackd.stream.config import DEFAULT_CLAIM_IDLE_S, StreamConfig
+from postbackd.stream.config import DEFAULT_CLAIM_IDLE_S, DEFAULT_DEAD_LETTER_MAXLEN, StreamConfig
 from procs import Proc, client, conversions, start_daemon, start_mock, wait_for
 from redisproc import RedisServer, free_port
 from test_delivery import FAST_RETRY, deliveries, event, hashed, idfa, settled
@@ -194,6 +194,23 @@ async def test_entries_that_are_not_valid_events_are_dead_lettered_and_acknowled
         assert len(await conversions(mock)) == 1
 
 
+async def test_the_dead_letter_stream_keeps_its_newest_entries_up_to_its_cap(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    url = stream_url(redis_server, dead_letter_maxlen=3)
+    async with running(tmp_path, url) as (_, _, api):
+        app_id = (await seed_config(api))["app"]["id"]
+        bad = [await redis.xadd(STREAM, {"event": f"{{not json {n}".encode()}) for n in range(8)]
+        await add(redis, event(app_id, 1))
+        await all_acknowledged(redis)
+        # The newest three, in order; every one counted and acknowledged all the same.
+        assert [f[b"entry_id"] for _, f in await redis.xrange(DEAD)] == bad[-3:]
+        seen = await metrics(api)
+        assert seen["postbackd_stream_dead_lettered_total{reason=not_json}"] == 8
+        assert seen["postbackd_stream_acked_total"] == 9
+        await settled(api, 1)
+
+
 async def test_a_dead_members_pending_entries_are_taken_over(
     tmp_path: Path, redis_server: RedisServer, redis: Redis
 ) -> None:
@@ -214,8 +231,42 @@ async def test_a_dead_members_pending_entries_are_taken_over(
             consumers = {
                 c["name"]: c["pending"] for c in await redis.xinfo_consumers(STREAM, GROUP)
             }
-            assert consumers[b"dead"] == 0
+            # Nothing left to it (it may be removed from the group already: see below).
+            assert consumers.get(b"dead", 0) == 0
         assert "took over 5 event stream entries" in daemon.log
+    finally:
+        await mock.kill()
+
+
+async def test_members_gone_long_since_with_nothing_pending_are_removed_from_the_group(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    mock = await start_mock()
+    try:
+        async with running(tmp_path, None, mock) as (_, _, api):
+            app_id = (await seed_config(api))["app"]["id"]
+        await redis.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
+        # Two daemons that ended without leaving: "killed" had acknowledged what it read,
+        # "stopped" left an entry pending.
+        await add(redis, event(app_id, 1), event(app_id, 2))
+        [[_, [(first, _)]]] = await redis.xreadgroup(GROUP, "killed", {STREAM: ">"}, count=1)
+        await redis.xack(STREAM, GROUP, first)
+        await redis.xreadgroup(GROUP, "stopped", {STREAM: ">"}, count=1)
+        # Entries taken over after 0.2 s of silence; members removed after 2 s.
+        url = stream_url(redis_server, consumer="live", claim_idle_s=0.2)
+        async with running(tmp_path, url, mock) as (_, daemon, api):
+            await settled(api, 1)  # the entry "stopped" left, taken over and committed
+
+            async def members() -> set[bytes] | None:
+                found = {c["name"] for c in await redis.xinfo_consumers(STREAM, GROUP)}
+                return found if found == {b"live"} else None
+
+            await wait_for(members, timeout_s=15)
+            await all_acknowledged(redis)
+            assert len(await delivered_to_x(mock, 1)) == 1
+        removed = [line for line in daemon.log.splitlines() if "removed" in line]
+        assert any("killed" in line for line in removed), daemon.log
+        assert any("stopped" in line for line in removed), daemon.log
     finally:
         await mock.kill()
 
@@ -424,7 +475,14 @@ async def test_a_malformed_event_stream_url_is_refused_naming_the_field(tmp_path
         ("redis://h/0?stream=", "parameter 'stream' is empty"),
         ("redis://h/0?stream=s&stream=t", "parameter 'stream' given twice"),
         ("redis://h/0?stream=s&grup=g",
-         "unknown parameter 'grup' (known: stream, group, consumer, dead_letter, claim_idle_s)"),
+         "unknown parameter 'grup' (known: stream, group, consumer, dead_letter, "
+         "dead_letter_maxlen, claim_idle_s)"),
+        ("redis://h/0?stream=s&dead_letter_maxlen=0",
+         "dead_letter_maxlen must be a whole number of entries above 0, not '0'"),
+        ("redis://h/0?stream=s&dead_letter_maxlen=1e3",
+         "dead_letter_maxlen must be a whole number of entries above 0, not '1e3'"),
+        ("redis://h/0?stream=s&dead_letter_maxlen=-5",
+         "dead_letter_maxlen must be a whole number of entries above 0, not '-5'"),
         ("redis://h/0?stream=s&dead_letter=s", "dead_letter must name another stream than stream"),
         ("redis://h/0?stream=s&claim_idle_s=0",
          "claim_idle_s must be a number of seconds above 0, not '0'"),
@@ -441,6 +499,7 @@ def test_stream_url_defaults_and_the_url_shown_has_no_password() -> None:
     config = StreamConfig.from_url("rediss://app:pw-123@cache.internal:6380/2?stream=ev")
     assert (config.stream, config.group, config.dead_letter) == ("ev", "postbackd", "ev:dead")
     assert config.claim_idle_s == DEFAULT_CLAIM_IDLE_S
+    assert config.dead_letter_maxlen == DEFAULT_DEAD_LETTER_MAXLEN
     assert config.consumer == f"{socket.gethostname()}-{os.getpid()}"
     assert config.shown == "rediss://cache.internal:6380/2"
     assert "pw-123" not in repr(config)
@@ -448,7 +507,9 @@ def test_stream_url_defaults_and_the_url_shown_has_no_password() -> None:
     assert config.redis_url == "rediss://app:pw-123@cache.internal:6380/2"
     named = StreamConfig.from_url(
         "redis://[::1]/0?stream=ev&group=g&consumer=host-a&dead_letter=bad&claim_idle_s=2.5"
+        "&dead_letter_maxlen=500"
     )
     assert (named.group, named.consumer, named.dead_letter, named.claim_idle_s) == (
         "g", "host-a", "bad", 2.5)  # fmt: skip
+    assert named.dead_letter_maxlen == 500
     assert named.shown == "redis://[::1]/0"

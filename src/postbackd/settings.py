@@ -355,6 +355,7 @@ class Settings:
             "Redis Stream to read events from as a member of a consumer group: "
             "redis://[:PASSWORD@]HOST:PORT/DB?stream=NAME, optionally &group= (default "
             "postbackd), &consumer= (default HOST-PID), &dead_letter= (default NAME:dead), "
+            "&dead_letter_maxlen= (its newest entries kept, default 100000), "
             "&claim_idle_s= (default 60); unset: no stream is read",
             _event_stream_url,
             metavar="URL",

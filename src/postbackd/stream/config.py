@@ -1,7 +1,7 @@
 """`event_stream_url`: where the stream is and how this daemon reads it, from one URL.
 
     redis://[:password@]host[:port][/db]?stream=NAME[&group=NAME][&consumer=NAME]
-        [&dead_letter=NAME][&claim_idle_s=SECONDS]
+        [&dead_letter=NAME][&dead_letter_maxlen=ENTRIES][&claim_idle_s=SECONDS]
 
 `rediss://` is the same over TLS. The query parameters are postbackd's own; the rest of the
 URL goes to redis-py as it is. Pure (no Redis client), so the settings can check it at start.
@@ -21,7 +21,13 @@ DEFAULT_GROUP: Final = "postbackd"
 # A member silent this long is taken for dead and its pending entries are taken over. Long
 # enough that a slow commit (a store busy for seconds) is never mistaken for a dead member.
 DEFAULT_CLAIM_IDLE_S: Final = 60.0
-PARAMETERS: Final = ("stream", "group", "consumer", "dead_letter", "claim_idle_s")
+# The dead-letter stream keeps the newest this many entries: a producer that sends nothing
+# but bad entries for months must not fill Redis's memory. Plenty to see what went wrong;
+# `postbackd_stream_dead_lettered_total` counts every one.
+DEFAULT_DEAD_LETTER_MAXLEN: Final = 100_000
+PARAMETERS: Final = (
+    "stream", "group", "consumer", "dead_letter", "dead_letter_maxlen", "claim_idle_s"
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,7 @@ class StreamConfig:
     group: str
     consumer: str
     dead_letter: str
+    dead_letter_maxlen: int
     claim_idle_s: float
     # The URL for logs and errors: no password, no parameters.
     shown: str
@@ -71,6 +78,7 @@ class StreamConfig:
         dead_letter = params.get("dead_letter", f"{stream}:dead")
         if dead_letter == stream:
             raise ValueError("dead_letter must name another stream than stream")
+        dead_letter_maxlen = _entries(params.get("dead_letter_maxlen"))
         claim_idle_s = _seconds(params.get("claim_idle_s"))
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         netloc = host if port is None else f"{host}:{port}"
@@ -82,10 +90,21 @@ class StreamConfig:
             # pending entries are taken over after `claim_idle_s`.
             consumer=params.get("consumer", f"{socket.gethostname()}-{os.getpid()}"),
             dead_letter=dead_letter,
+            dead_letter_maxlen=dead_letter_maxlen,
             claim_idle_s=claim_idle_s,
             shown=urlunsplit((parts.scheme, netloc, parts.path, "", "")),
             password=parts.password,
         )
+
+
+def _entries(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_DEAD_LETTER_MAXLEN
+    if not (value.isascii() and value.isdigit()) or int(value) == 0:
+        raise ValueError(
+            f"dead_letter_maxlen must be a whole number of entries above 0, not {value!r}"
+        )
+    return int(value)
 
 
 def _seconds(value: str | None) -> float:

@@ -16,7 +16,8 @@ acknowledged in one transaction, so it is never retried forever nor moved twice.
 A store that refuses the commit (store_unavailable) leaves the batch pending: after a pause
 it is read again from ID 0. Redis lost: one warning a minute, reconnection with backoff, and
 the pending entries first again. Entries a dead member left pending for `claim_idle_s` are
-taken over with XAUTOCLAIM.
+taken over with XAUTOCLAIM; a member silent for ten times that, with nothing pending (a
+daemon killed, or one whose entries were taken over), is removed from the group.
 """
 
 from __future__ import annotations
@@ -56,6 +57,24 @@ _RETRY_MIN_S: Final = 0.1
 _RETRY_MAX_S: Final = 5.0
 _BACKLOG_EVERY_S: Final = 5.0
 _LEAVE_TIMEOUT_S: Final = 2.0
+# A member silent for this many times `claim_idle_s` is gone (a live one reads at least every
+# few seconds); with nothing pending, removing it loses nothing.
+_GONE_AFTER_IDLE_TIMES: Final = 10
+# Atomic, so that a member cannot read (and get pending entries) between the check and its
+# removal, which would drop those entries from the group. KEYS: the stream. ARGV: the group,
+# the least idle time in ms, this member's own name. Returns the names removed.
+_FORGET_GONE_MEMBERS: Final = """
+local removed = {}
+for _, member in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local m = {}
+  for i = 1, #member, 2 do m[member[i]] = member[i + 1] end
+  if m['name'] ~= ARGV[3] and m['pending'] == 0 and m['idle'] >= tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], m['name'])
+    table.insert(removed, m['name'])
+  end
+end
+return removed
+"""
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -100,6 +119,7 @@ class StreamSource:
         self._dead = {r: metrics.stream_dead_lettered.labels(r) for r in STREAM_DEAD_LETTER_REASONS}
         self._backlog = {s: metrics.stream_backlog.labels(s) for s in STREAM_BACKLOG_STATES}
         self._warn = RateLimitedLog(log)
+        self._forget_gone = self._redis.register_script(_FORGET_GONE_MEMBERS)
         # Claims run every half idle time, so a dead member's entries wait at most 1.5 times it.
         self._claim_every_s = min(max(config.claim_idle_s / 2, 0.1), 30.0)
         self._next_claim = 0.0
@@ -214,7 +234,8 @@ class StreamSource:
         return list(reply[0][1]) if reply else []
 
     async def _claim_idle(self) -> None:
-        """Take over the entries a member left pending for `claim_idle_s` (it died)."""
+        """Take over the entries a member left pending for `claim_idle_s` (it died), and
+        remove the members gone long since with nothing pending."""
         c = self.config
         idle_ms = int(c.claim_idle_s * 1000)
         cursor: bytes | str = "0-0"
@@ -231,7 +252,18 @@ class StreamSource:
                 )
                 await self._process(claimed)
             if cursor in (b"0-0", "0-0"):
-                return
+                break
+        gone_ms = idle_ms * _GONE_AFTER_IDLE_TIMES
+        removed: Any = await self._forget_gone(keys=[c.stream], args=[c.group, gone_ms, c.consumer])
+        if removed:
+            log.info(
+                "event stream: removed %d member(s) of group %s silent for over %g s with "
+                "nothing pending: %s",
+                len(removed),
+                c.group,
+                gone_ms / 1000,
+                ", ".join(name.decode(errors="replace") for name in removed),
+            )
 
     async def _process(self, entries: Sequence[Entry]) -> None:
         self._read.inc(len(entries))
@@ -269,7 +301,9 @@ class StreamSource:
                 # The entry as it was, and why it was moved (PRODUCT.md 5).
                 moved: dict[FieldT, EncodableT] = {k: v for k, v in d.fields.items()}
                 moved |= {b"reason": d.message, b"field": d.field, b"entry_id": d.entry_id}
-                pipe.xadd(c.dead_letter, moved)
+                # Exact trimming to the newest `dead_letter_maxlen`: dead letters are few,
+                # and an operator reads the cap as a count.
+                pipe.xadd(c.dead_letter, moved, maxlen=c.dead_letter_maxlen, approximate=False)
             pipe.xack(c.stream, c.group, *ids)
             await pipe.execute()
         self._acked.inc(len(ids))
