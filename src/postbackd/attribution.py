@@ -56,9 +56,7 @@ _ONE_MS: Final = timedelta(milliseconds=1)
 _DAY_MS: Final = 86_400_000
 
 
-# Not frozen, though never changed once made: one is made per candidate rejected (a ClaimDecision
-# per answer), and a frozen dataclass's __init__ (object.__setattr__ per field) costs several
-# times a plain one.
+# Not frozen, for the reason Event is not (postbackd/event.py): made per answer of X.
 @dataclass(slots=True)
 class Rejection:
     """A candidate that did not win, and why."""

@@ -24,8 +24,7 @@ from .ratelimit import Budget
 _MIN_NAP_S: Final = 0.05
 
 
-# Not frozen, though never changed once made: one is made per request (with Send, or a Wait), and
-# a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one.
+# Not frozen, for the reason Event is not (postbackd/event.py): made per request.
 @dataclass(slots=True)
 class Ticket:
     """What a request took from the policies, given back or settled with its answer."""

@@ -64,9 +64,7 @@ class NewDelivery:
     lane: str
 
 
-# Not frozen, though never changed once made: one is made per claim (with Attribution and Result),
-# and a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain
-# one.
+# Not frozen, for the reason Event is not (postbackd/event.py): made per claim.
 @dataclass(slots=True)
 class Claim:
     """X's claim answer as the attribution rules judged it, kept line by line."""

@@ -27,8 +27,7 @@ from .model import Delivery, Result, State
 from .retry import RetryPolicy
 
 
-# Not frozen, though never changed once made: one is made per answer of X, and a frozen
-# dataclass's __init__ (object.__setattr__ per field) costs several times a plain one.
+# Not frozen, for the reason Event is not (postbackd/event.py): made per answer of X.
 @dataclass(slots=True)
 class Outcome:
     """`result` is the new state to record; None sends the delivery back to its lane."""

@@ -20,8 +20,7 @@ GRANULAR_KEY: Final = "is_granular_data_sharing_allowed"
 _FALSE_STRINGS: Final = ("false", "False")
 
 
-# Not frozen, though never changed once made: one is made per answer of X (with ClaimAnswer), and
-# a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one.
+# Not frozen, for the reason Event is not (postbackd/event.py): made per answer of X.
 @dataclass(slots=True)
 class Candidate:
     """One non-null attribution node of X's answer."""

@@ -48,8 +48,7 @@ def classify(status: int) -> ResponseKind:
     return ResponseKind.PERMANENT
 
 
-# Not frozen, though never changed once made: one is made per answer of X (with XResponse), and a
-# frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one.
+# Not frozen, for the reason Event is not (postbackd/event.py): made per answer of X.
 @dataclass(slots=True)
 class RateLimitInfo:
     """X's `x-rate-limit-*` headers; a field is None when missing or not a number."""
