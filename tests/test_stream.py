@@ -211,15 +211,25 @@ async def test_the_dead_letter_stream_keeps_its_newest_entries_up_to_its_cap(
         await settled(api, 1)
 
 
-async def test_a_dead_members_pending_entries_are_taken_over(
-    tmp_path: Path, redis_server: RedisServer, redis: Redis
-) -> None:
+@contextlib.asynccontextmanager
+async def seeded_group(tmp_path: Path, redis: Redis) -> AsyncIterator[tuple[Proc, str]]:
+    """The simulated X and the app id of a configuration seeded by a daemon that read no
+    stream; the group made empty, for members to be made by hand."""
     mock = await start_mock()
     try:
         async with running(tmp_path, None, mock) as (_, _, api):
             app_id = (await seed_config(api))["app"]["id"]
-        # A member read five entries and died before acknowledging them.
         await redis.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
+        yield mock, app_id
+    finally:
+        await mock.kill()
+
+
+async def test_a_dead_members_pending_entries_are_taken_over(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
+    async with seeded_group(tmp_path, redis) as (mock, app_id):
+        # A member read five entries and died before acknowledging them.
         await add(redis, *(event(app_id, n) for n in range(5)))
         [[_, read]] = await redis.xreadgroup(GROUP, "dead", {STREAM: ">"}, count=10)
         assert len(read) == 5 and await pending(redis) == 5
@@ -234,18 +244,12 @@ async def test_a_dead_members_pending_entries_are_taken_over(
             # Nothing left to it (it may be removed from the group already: see below).
             assert consumers.get(b"dead", 0) == 0
         assert "took over 5 event stream entries" in daemon.log
-    finally:
-        await mock.kill()
 
 
 async def test_members_gone_long_since_with_nothing_pending_are_removed_from_the_group(
     tmp_path: Path, redis_server: RedisServer, redis: Redis
 ) -> None:
-    mock = await start_mock()
-    try:
-        async with running(tmp_path, None, mock) as (_, _, api):
-            app_id = (await seed_config(api))["app"]["id"]
-        await redis.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
+    async with seeded_group(tmp_path, redis) as (mock, app_id):
         # Two daemons that ended without leaving: "killed" had acknowledged what it read,
         # "stopped" left an entry pending.
         await add(redis, event(app_id, 1), event(app_id, 2))
@@ -267,8 +271,6 @@ async def test_members_gone_long_since_with_nothing_pending_are_removed_from_the
         removed = [line for line in daemon.log.splitlines() if "removed" in line]
         assert any("killed" in line for line in removed), daemon.log
         assert any("stopped" in line for line in removed), daemon.log
-    finally:
-        await mock.kill()
 
 
 async def test_kill_9_while_reading_loses_nothing_and_another_member_goes_on(
