@@ -166,6 +166,30 @@ async def test_events_without_a_usable_device_id_are_skipped_and_never_sent(
     assert len(await world.claim_requests()) == 1
 
 
+async def test_one_batch_mixing_events_with_and_without_a_device_id_plans_each_on_its_own(
+    world: World,
+) -> None:
+    # The intake works out the deliveries once per kind of event in a batch: events of the
+    # same app and name, with and without a usable id, interleaved in one body.
+    api = await world.start()
+    await add_account(api, ACCOUNT_A)
+    app = await add_app(api, "ios")
+    await add_tracker(api, app, "Tracker")
+    await add_postback(api, app)
+
+    ids = await world.send(
+        event(app, adid=IDFA),  # no IDFA on iOS
+        event(app, idfa=IDFA),
+        event(app, idfa="00000000-0000-0000-0000-000000000000"),
+        event(app, idfa=IDFA.replace("A", "B")),
+    )
+    states = [[(d["state"], d["reason"]) for d in (await world.wait(i))["deliveries"]]
+              for i in ids]  # fmt: skip
+    skipped, sent = [("skipped", "no_device_id")], [("delivered", None)]
+    assert states == [skipped, sent, skipped, sent], states
+    assert len(await world.claim_requests()) == 2
+
+
 async def test_postback_account_signs_without_fallback_and_waits_for_authentication(
     world: World,
 ) -> None:
