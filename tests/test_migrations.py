@@ -16,6 +16,7 @@ RELEASED = {
     2: "790656287fbedc1e1ff63686b33c8cebaaef6478216c68800defd811e4fca4c8",
     3: "6f1860a231de3276d3ab9376bc9797825100a9ead5089a71ae8c9bd72935ffc7",
     4: "e1a6a1d7ab08d8fec673253135fbc6b40f31c9c060d55a4ddbb286ed25c5a796",
+    5: "a4eb750dec4991e4faf1715fe7fbd3e9540f9b921a3db0987fdef064f26f3bd9",
 }
 
 
@@ -35,22 +36,29 @@ def test_every_migration_is_pinned() -> None:
 
 
 async def test_a_database_of_an_earlier_release_is_upgraded(tmp_path: Path) -> None:
-    # A database as 0.1.0 left it (schema 2): pending deliveries without a lane.
+    # A database as 0.1.0 left it (schema 2): pending deliveries without a lane, naming
+    # their event by its id alone.
     path = tmp_path / DB_NAME
     conn = sqlite3.connect(path, isolation_level=None)
     for version, script in enumerate(MIGRATIONS[:2], start=1):
         conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
-    conn.execute(
+    conn.executemany(
+        "INSERT INTO events (id, event_id, app_id, event_name, received_at_ms, body)"
+        " VALUES (?, ?, 'a', 'purchase', 1, x'7b7d')",
+        [(7, "e1"), (9, "e2")],
+    )
+    conn.executemany(
         "INSERT INTO deliveries (id, event_id, postback_id, app_id, network, event_name,"
         " x_app_id, conversion_type, x_account_id, retry_attempts, state, first_due_ms, due_ms,"
-        " updated_ms) VALUES (1, 'e', 'p', 'a', 'x_ios', 'purchase', '1', 'PURCHASE', 'acct',"
-        " 3, 'ready', 1, 1, 1)"
+        " updated_ms) VALUES (?, ?, 'p', 'a', 'x_ios', 'purchase', '1', 'PURCHASE', 'acct',"
+        " 3, 'ready', 1, 1, 1)",
+        [(1, "e2"), (2, "e1")],
     )
     conn.close()
     upgraded = await open_database(tmp_path)
     try:
-        async with upgraded.execute("SELECT lane FROM deliveries") as cur:
-            assert await cur.fetchall() == [("acct",)]
+        async with upgraded.execute("SELECT lane, event_ref FROM deliveries ORDER BY id") as cur:
+            assert await cur.fetchall() == [("acct", 9), ("acct", 7)]
         async with upgraded.execute("PRAGMA auto_vacuum") as cur:
             assert await cur.fetchone() == (2,)  # INCREMENTAL, after one VACUUM
         async with upgraded.execute("PRAGMA user_version") as cur:

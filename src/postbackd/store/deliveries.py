@@ -25,12 +25,12 @@ _CHUNK: Final = 900
 _ROWS_PER_STATEMENT: Final = (64, 32, 16, 8, 4, 2, 1)
 
 _INSERT_EVENTS: Final = (
-    "INSERT INTO events (event_id, app_id, event_name, received_at_ms, body) VALUES {rows}"
+    "INSERT INTO events (id, event_id, app_id, event_name, received_at_ms, body) VALUES {rows}"
 )
 _INSERT_DELIVERIES: Final = (
-    "INSERT INTO deliveries (id, event_id, postback_id, app_id, network, event_name, x_app_id,"
-    " conversion_type, x_account_id, retry_attempts, state, reason, first_due_ms, due_ms,"
-    " updated_ms, lane) VALUES {rows}"
+    "INSERT INTO deliveries (id, event_id, event_ref, postback_id, app_id, network, event_name,"
+    " x_app_id, conversion_type, x_account_id, retry_attempts, state, reason, first_due_ms,"
+    " due_ms, updated_ms, lane) VALUES {rows}"
 )
 _LOAD_COLUMNS: Final = (
     "d.id, d.event_id, d.postback_id, d.app_id, d.network, d.event_name, d.x_app_id,"
@@ -85,24 +85,29 @@ def insert_events(
     first_id: int,
     now_ms: int,
 ) -> int:
-    """Insert events with their deliveries, ids from `first_id`; returns deliveries made."""
+    """Insert events with their deliveries, ids from `first_id`; returns deliveries made.
+    Each delivery names its event's row (migration 5), numbered here as SQLite would."""
+    first_ref = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetchone()[0]
     _write_rows(
         conn,
         _INSERT_EVENTS,
-        5,
-        [(e.event_id, e.app_id, e.event_name, e.received_at_ms, e.to_json()) for e, _ in accepted],
+        6,
+        [
+            (first_ref + i, e.event_id, e.app_id, e.event_name, e.received_at_ms, e.to_json())
+            for i, (e, _) in enumerate(accepted)
+        ],
     )
     rows = []
     next_id = first_id
-    for event, deliveries in accepted:
+    for ref, (event, deliveries) in enumerate(accepted, first_ref):
         for d in deliveries:
             rows.append(
-                (next_id, event.event_id, d.postback_id, event.app_id, d.network,
+                (next_id, event.event_id, ref, d.postback_id, event.app_id, d.network,
                  event.event_name, d.x_app_id, d.conversion_type, d.x_account_id,
                  d.retry_attempts, d.state, d.reason, d.due_ms, d.due_ms, now_ms, d.lane)
             )  # fmt: skip
             next_id += 1
-    _write_rows(conn, _INSERT_DELIVERIES, 16, rows)
+    _write_rows(conn, _INSERT_DELIVERIES, 17, rows)
     return len(rows)
 
 
@@ -137,7 +142,7 @@ def load_lanes(
 # straight to the lane's cursor, in due order.
 _LOAD: Final = (
     f"SELECT {_LOAD_COLUMNS} FROM deliveries d INDEXED BY deliveries_lane"
-    " JOIN events e ON e.event_id = d.event_id"
+    " JOIN events e ON e.id = d.event_ref"
     f" WHERE d.lane = ? AND d.{_PENDING} AND (d.due_ms, d.id) > (?, ?) AND d.due_ms <= ?"
     " ORDER BY d.due_ms, d.id LIMIT ?"
 )

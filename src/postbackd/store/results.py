@@ -120,19 +120,20 @@ def _claim(row: dict[str, Any]) -> dict[str, Any]:
 def event_details(
     conn: sqlite3.Connection, event_id: str, now_ms: int, in_flight: Collection[int] = ()
 ) -> dict[str, Any] | None:
-    found = conn.execute(
-        "SELECT body, received_at_ms FROM events WHERE event_id = ?", (event_id,)
-    ).fetchone()
+    found = conn.execute("SELECT id, body FROM events WHERE event_id = ?", (event_id,)).fetchone()
     if found is None:
         return None
-    event = orjson.loads(found[0])
+    ref, body = found
+    event = orjson.loads(body)
     deliveries = _rows(conn.execute(
-        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ? ORDER BY id", (event_id,)
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE event_ref = ? ORDER BY id", (ref,)
     ))  # fmt: skip
     claims = _rows(conn.execute(
         "SELECT delivery_id, tracker_id, outcome, source, engagement_type, engagement_time,"
-        " campaign_name, rejected, created_ms FROM claims WHERE event_id = ? ORDER BY delivery_id",
-        (event_id,),
+        " campaign_name, rejected, created_ms FROM claims"
+        " WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_ref = ?)"
+        " ORDER BY delivery_id",
+        (ref,),
     ))  # fmt: skip
     event["received_at"] = iso_ms(event.pop("received_at_ms"))
     event["conversion_time"] = iso_ms(event.pop("conversion_time_ms"))

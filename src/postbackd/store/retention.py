@@ -24,24 +24,29 @@ def delete_events(conn: sqlite3.Connection, cutoff_ms: int, after_id: int) -> De
     their deliveries and claims; events are looked at oldest first (a rowid table: ids grow
     with arrival), from after `after_id`."""
     rows = conn.execute(
-        "SELECT e.id, e.event_id, e.received_at_ms < ?, NOT EXISTS ("
-        f" SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.state IN {_NOT_FINAL}"
+        "SELECT e.id, e.received_at_ms < ?, NOT EXISTS ("
+        f" SELECT 1 FROM deliveries d WHERE d.event_ref = e.id AND d.state IN {_NOT_FINAL}"
         ") FROM events e WHERE e.id > ? ORDER BY e.id LIMIT ?",
         (cutoff_ms, after_id, BATCH),
     ).fetchall()
-    if not any(old for _, _, old, _ in rows):
+    if not any(old for _, old, _ in rows):
         return Deleted()  # the rest arrived after the cutoff
-    gone = [event_id for _, event_id, old, final in rows if old and final]
+    gone = [ref for ref, old, final in rows if old and final]
     deleted = Deleted(next_after=rows[-1][0])
     if not gone:
         return deleted
     marks = ",".join("?" * len(gone))
+    # Claims first: they are found through their deliveries (migration 5).
     return Deleted(
-        claims=conn.execute(f"DELETE FROM claims WHERE event_id IN ({marks})", gone).rowcount,
-        deliveries=conn.execute(
-            f"DELETE FROM deliveries WHERE event_id IN ({marks})", gone
+        claims=conn.execute(
+            "DELETE FROM claims WHERE delivery_id IN"
+            f" (SELECT id FROM deliveries WHERE event_ref IN ({marks}))",
+            gone,
         ).rowcount,
-        events=conn.execute(f"DELETE FROM events WHERE event_id IN ({marks})", gone).rowcount,
+        deliveries=conn.execute(
+            f"DELETE FROM deliveries WHERE event_ref IN ({marks})", gone
+        ).rowcount,
+        events=conn.execute(f"DELETE FROM events WHERE id IN ({marks})", gone).rowcount,
         next_after=deleted.next_after,
     )
 
