@@ -391,6 +391,32 @@ async def test_network_only_follows_the_devices_latest_attribution_across_a_rest
     assert sent.count("LEVEL_ACHIEVED") == 2
 
 
+async def test_network_only_in_one_batch_follows_each_devices_own_attribution(
+    world: World,
+) -> None:
+    # The intake works out the deliveries once per kind of event in a batch; for a
+    # network_only postback the kind includes the device's latest network, so attributed
+    # and unknown devices interleaved in one body are each judged on their own.
+    attributed, unknown = idfa(1), idfa(2)
+    app, _ = await one_tracker(world, [engagement(attributed, T0 - DAY)])
+    await add_postback(
+        world.api, app, "level_up", conversion_type="LEVEL_ACHIEVED", delivery_method="network_only"
+    )
+    (purchase,) = await world.send(event(app, idfa=attributed))
+    assert (await world.claim(purchase))["outcome"] == "attributed"
+
+    devices = [unknown, attributed, unknown, attributed]
+    ids = await world.send(
+        *(event(app, idfa=d, name="level_up", at=T0 + n * HOUR) for n, d in enumerate(devices, 1))
+    )
+    states = [[(d["state"], d["reason"]) for d in (await world.wait(i))["deliveries"]]
+              for i in ids]  # fmt: skip
+    skipped, sent = [("skipped", "not_attributed_to_network")], [("delivered", None)]
+    assert states == [skipped, sent, skipped, sent], states
+    sent_types = [r["params"]["conversion_type"] for r in await world.claim_requests()]
+    assert sent_types.count("LEVEL_ACHIEVED") == 2
+
+
 async def test_network_only_forgets_an_attribution_past_its_retention(world: World) -> None:
     # PRODUCT.md 2, "Retention": device state goes attribution_retention_days after it was
     # attributed; until a restart the daemon holds the device in memory, and must not count
