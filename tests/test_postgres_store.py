@@ -32,6 +32,7 @@ RELEASED = {
     1: "ce6341a58d4f2bdd8ae9505c7aa778687cc3f4b357f4368c07388afb029367b1",
     2: "ed35b9f9ceae8f885f531cb891ca226d1e7f3052e41548621f7d29c25d732264",  # rate budgets
     3: "a663f137af3439a0de116c8d402f8e18c7f482c94010973d8b2af043d1962599",  # lease indexes
+    4: "d44ac05c922eb46cc555bd661aa49164155bd428fd95a3c1fe3c1a7ebc47bae1",  # event_ref
 }
 
 LEASE_S = 5.0
@@ -85,6 +86,45 @@ async def test_migrations_apply_once_and_refuse_an_edited_one(pg_url: str) -> No
         )
         with pytest.raises(MigrationError, match="newer than this postbackd"):
             await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def test_deliveries_of_a_database_before_event_refs_name_their_events_rows(
+    pg_url: str,
+) -> None:
+    # A database at schema 3 (before deliveries carried event_ref): migration 4 fills it in.
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+            " checksum TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for version, script in enumerate(MIGRATIONS[:3], start=1):
+            await conn.execute(script)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)",
+                version,
+                checksum(script),
+            )
+        refs = [
+            await conn.fetchval(
+                "INSERT INTO events (event_id, app_id, event_name, received_at_ms, body)"
+                " VALUES ($1, 'a', 'purchase', 1, '{}') RETURNING id",
+                name,
+            )
+            for name in ("e1", "e2")
+        ]
+        await conn.executemany(
+            "INSERT INTO deliveries (id, event_id, postback_id, app_id, network, event_name,"
+            " x_app_id, conversion_type, x_account_id, retry_attempts, state, first_due_ms,"
+            " due_ms, updated_ms) VALUES ($1, $2, 'p', 'a', 'x_ios', 'purchase', '1',"
+            " 'PURCHASE', 'acct', 3, 'ready', 1, 1, 1)",
+            [(1, "e2"), (2, "e1")],
+        )
+        assert await migrate(conn) == len(MIGRATIONS)
+        rows = await conn.fetch("SELECT event_ref FROM deliveries ORDER BY id")
+        assert [r[0] for r in rows] == [refs[1], refs[0]]
     finally:
         await conn.close()
 

@@ -26,16 +26,17 @@ _INSERT_EVENTS: Final = """
 INSERT INTO events (event_id, app_id, event_name, received_at_ms, body)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[])
 ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id
+RETURNING event_id, id
 """
 _INSERT_DELIVERIES: Final = """
 INSERT INTO deliveries (event_id, postback_id, app_id, network, event_name, x_app_id,
     conversion_type, x_account_id, retry_attempts, state, reason, first_due_ms, due_ms,
-    updated_ms, lane)
-SELECT e, p, a, n, en, xa, ct, xacc, ra, st, re, due, due, $13, l
+    updated_ms, lane, event_ref)
+SELECT e, p, a, n, en, xa, ct, xacc, ra, st, re, due, due, $13, l, ref
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::text[], $8::text[], $9::int[], $10::text[], $11::text[], $12::bigint[], $14::text[])
-    AS r(e, p, a, n, en, xa, ct, xacc, ra, st, re, due, l)
+    $7::text[], $8::text[], $9::int[], $10::text[], $11::text[], $12::bigint[], $14::text[],
+    $15::bigint[])
+    AS r(e, p, a, n, en, xa, ct, xacc, ra, st, re, due, l, ref)
 """
 
 
@@ -49,8 +50,9 @@ async def accept(
     for i, (event, _) in enumerate(planned):
         first.setdefault(event.event_id, i)
     events = [planned[i][0] for i in first.values()]
-    stored = {
-        r[0]
+    # The events stored now, with their rows (the deliveries name them).
+    stored: dict[str, int] = {
+        r[0]: r[1]
         for r in await conn.fetch(
             _INSERT_EVENTS,
             [e.event_id for e in events],
@@ -64,18 +66,19 @@ async def accept(
         first[event.event_id] == i and event.event_id in stored
         for i, (event, _) in enumerate(planned)
     ]
-    columns: list[list[object]] = [[] for _ in range(13)]
+    columns: list[list[object]] = [[] for _ in range(14)]
     for (event, deliveries), is_fresh in zip(planned, fresh, strict=True):
         if not is_fresh:
             continue
+        ref = stored[event.event_id]
         for d in deliveries:
             row = (event.event_id, d.postback_id, event.app_id, d.network, event.event_name,
                    d.x_app_id, d.conversion_type, d.x_account_id, d.retry_attempts, d.state,
-                   d.reason, d.due_ms, d.lane)  # fmt: skip
+                   d.reason, d.due_ms, d.lane, ref)  # fmt: skip
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
     if columns[0]:
-        await conn.execute(_INSERT_DELIVERIES, *columns[:12], now_ms, columns[12])
+        await conn.execute(_INSERT_DELIVERIES, *columns[:12], now_ms, *columns[12:])
     return fresh
 
 

@@ -71,12 +71,13 @@ def _candidates(column: str, now: str, owner: str, limit: str) -> str:
 
 
 # A delivery row as the loader takes it (store/base.py DeliveryRow, but for the body).
-_COLUMNS: Final = ", ".join(
-    f"d.{c}"
-    for c in ("id", "event_id", "postback_id", "app_id", "network", "event_name", "x_app_id",
-              "conversion_type", "x_account_id", "retry_attempts", "attempts", "first_due_ms",
-              "due_ms", "lane")
+_NAMES: Final = (
+    "id", "event_id", "postback_id", "app_id", "network", "event_name", "x_app_id",
+    "conversion_type", "x_account_id", "retry_attempts", "attempts", "first_due_ms", "due_ms",
+    "lane",
 )  # fmt: skip
+_COLUMNS: Final = ", ".join(f"d.{c}" for c in _NAMES)
+_TAKEN_COLUMNS: Final = ", ".join(f"t.{c}" for c in _NAMES)
 
 # $1..$4: per lane, its name, most rows, and position (due_ms, id); $5 now; $6 this
 # daemon; $7 how long a lease lasts. The candidates are read without locks; the rows
@@ -102,12 +103,12 @@ WITH wanted AS (
     UPDATE deliveries d SET lease_owner = $6, lease_expires_ms = $5::bigint + $7::bigint
     FROM picked
     WHERE d.id = picked.id AND NOT picked.held
-    RETURNING {_COLUMNS}
+    RETURNING {_COLUMNS}, d.event_ref
 )
-SELECT t.*, e.body FROM taken t JOIN events e ON e.event_id = t.event_id
+SELECT {_TAKEN_COLUMNS}, e.body FROM taken t JOIN events e ON e.id = t.event_ref
 UNION ALL
 SELECT {_COLUMNS}, e.body
-FROM picked JOIN deliveries d ON d.id = picked.id JOIN events e ON e.event_id = d.event_id
+FROM picked JOIN deliveries d ON d.id = picked.id JOIN events e ON e.id = d.event_ref
 WHERE picked.held
 """
 

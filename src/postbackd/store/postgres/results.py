@@ -72,20 +72,21 @@ async def event_details(
     conn: Conn, event_id: str, now_ms: int, in_flight: Collection[int] = ()
 ) -> dict[str, Any] | None:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        found = await conn.fetchrow("SELECT body FROM events WHERE event_id = $1", event_id)
+        found = await conn.fetchrow("SELECT id, body FROM events WHERE event_id = $1", event_id)
         if found is None:
             return None
         deliveries = _dicts(await conn.fetch(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE event_id = $1 ORDER BY id",
-            event_id,
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE event_ref = $1 ORDER BY id",
+            found[0],
         ))  # fmt: skip
         claims = _dicts(await conn.fetch(
             "SELECT delivery_id, tracker_id, outcome, source, engagement_type,"
             " engagement_time, campaign_name, rejected, created_ms FROM claims"
-            " WHERE event_id = $1 ORDER BY delivery_id",
-            event_id,
+            " WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_ref = $1)"
+            " ORDER BY delivery_id",
+            found[0],
         ))  # fmt: skip
-    event = orjson.loads(found[0])
+    event = orjson.loads(found[1])
     event["received_at"] = iso_ms(event.pop("received_at_ms"))
     event["conversion_time"] = iso_ms(event.pop("conversion_time_ms"))
     return {

@@ -23,20 +23,27 @@ async def delete_events(conn: Conn, cutoff_ms: int, after_id: int) -> Deleted:
     their deliveries and claims, in the caller's transaction; looked at in id order (ids
     grow with arrival), from after `after_id`."""
     rows = await conn.fetch(
-        "SELECT e.id, e.event_id, e.received_at_ms < $1, NOT EXISTS ("
-        f" SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.state IN {_NOT_FINAL}"
+        "SELECT e.id, e.received_at_ms < $1, NOT EXISTS ("
+        f" SELECT 1 FROM deliveries d WHERE d.event_ref = e.id AND d.state IN {_NOT_FINAL}"
         ") FROM events e WHERE e.id > $2 ORDER BY e.id LIMIT $3",
         cutoff_ms, after_id, BATCH,
     )  # fmt: skip
-    if not any(old for _, _, old, _ in rows):
+    if not any(old for _, old, _ in rows):
         return Deleted()  # the rest arrived after the cutoff
-    gone = [event_id for _, event_id, old, final in rows if old and final]
+    gone = [ref for ref, old, final in rows if old and final]
     next_after = int(rows[-1][0])
     if not gone:
         return Deleted(next_after=next_after)
-    claims = await conn.execute("DELETE FROM claims WHERE event_id = ANY($1::text[])", gone)
-    deliveries = await conn.execute("DELETE FROM deliveries WHERE event_id = ANY($1::text[])", gone)
-    events = await conn.execute("DELETE FROM events WHERE event_id = ANY($1::text[])", gone)
+    # Claims first: they are found through their deliveries (migration 4).
+    claims = await conn.execute(
+        "DELETE FROM claims WHERE delivery_id IN"
+        " (SELECT id FROM deliveries WHERE event_ref = ANY($1::bigint[]))",
+        gone,
+    )
+    deliveries = await conn.execute(
+        "DELETE FROM deliveries WHERE event_ref = ANY($1::bigint[])", gone
+    )
+    events = await conn.execute("DELETE FROM events WHERE id = ANY($1::bigint[])", gone)
     return Deleted(
         events=affected(events),
         deliveries=affected(deliveries),
