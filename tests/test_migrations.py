@@ -5,8 +5,11 @@ A change to the schema is a new migration at the end of the list, with a new lin
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from postbackd.store.db import DB_NAME, open_database
 from postbackd.store.migrations import MIGRATIONS
@@ -35,7 +38,10 @@ def test_every_migration_is_pinned() -> None:
     assert len(MIGRATIONS) == len(RELEASED), "a new migration needs its checksum in RELEASED"
 
 
-async def test_a_database_of_an_earlier_release_is_upgraded(tmp_path: Path) -> None:
+async def test_a_database_of_an_earlier_release_is_upgraded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="postbackd.store.db")
     # A database as 0.1.0 left it (schema 2): pending deliveries without a lane, naming
     # their event by its id alone.
     path = tmp_path / DB_NAME
@@ -63,5 +69,8 @@ async def test_a_database_of_an_earlier_release_is_upgraded(tmp_path: Path) -> N
             assert await cur.fetchone() == (2,)  # INCREMENTAL, after one VACUUM
         async with upgraded.execute("PRAGMA user_version") as cur:
             assert await cur.fetchone() == (len(MIGRATIONS),)
+        # A migration that may rewrite stored rows is announced before it runs.
+        for version in range(3, len(MIGRATIONS) + 1):
+            assert f"migrating the database schema to version {version}" in caplog.text
     finally:
         await upgraded.close()

@@ -6,6 +6,7 @@ contract tests."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -91,8 +92,9 @@ async def test_migrations_apply_once_and_refuse_an_edited_one(pg_url: str) -> No
 
 
 async def test_deliveries_of_a_database_before_event_refs_name_their_events_rows(
-    pg_url: str,
+    pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="postbackd.store.postgres.migrations")
     # A database at schema 3 (before deliveries carried event_ref): migration 4 fills it in.
     conn = await asyncpg.connect(pg_url)
     try:
@@ -125,6 +127,7 @@ async def test_deliveries_of_a_database_before_event_refs_name_their_events_rows
         assert await migrate(conn) == len(MIGRATIONS)
         rows = await conn.fetch("SELECT event_ref FROM deliveries ORDER BY id")
         assert [r[0] for r in rows] == [refs[1], refs[0]]
+        assert "migrating the database schema to version 4" in caplog.text
     finally:
         await conn.close()
 

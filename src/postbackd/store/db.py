@@ -70,6 +70,8 @@ async def migrate(conn: aiosqlite.Connection) -> int:
         # 4 asks for it too; set before the first table, it needs no VACUUM).
         await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        if version:  # rows already stored may be rewritten: said before, not only after
+            log.info("migrating the database schema to version %d", target)
         # executescript commits on its own; the version bump sits inside the script so that
         # a crash leaves either the old or the new schema.
         await conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;")

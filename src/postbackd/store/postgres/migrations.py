@@ -350,6 +350,8 @@ async def migrate(conn: Conn) -> int:
                 )
         for version in range(newest + 1, len(MIGRATIONS) + 1):
             script = MIGRATIONS[version - 1]
+            if newest:  # rows already stored may be rewritten: said before, not only after
+                log.info("migrating the database schema to version %d", version)
             async with conn.transaction():  # a savepoint: each version all or nothing
                 await conn.execute(script)
                 await conn.execute(
