@@ -4,15 +4,21 @@ A change to the schema is a new migration at the end of the list, with a new lin
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import os
+import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
+from conftest import API_TOKEN
 from postbackd.store.db import DB_NAME, open_database
 from postbackd.store.migrations import MIGRATIONS
+from procs import Proc, client, key_env, postbackd, start_daemon, start_mock, wait_for
 
 RELEASED = {
     1: "6555b69bcaa1a2e2e81438dc4cc8b229d813557cc9a90868553e3ded24b0e03a",
@@ -74,3 +80,95 @@ async def test_a_database_of_an_earlier_release_is_upgraded(
             assert f"migrating the database schema to version {version}" in caplog.text
     finally:
         await upgraded.close()
+
+
+def _schema_4_database(data_dir: Path, events: int) -> None:
+    """A store as schema 4 left it: `events` events, each with one delivered delivery that
+    names its event by its id alone."""
+    data_dir.mkdir(mode=0o700)
+    conn = sqlite3.connect(data_dir / DB_NAME, isolation_level=None)
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # as a store made by schema 4 has it
+    conn.execute("PRAGMA journal_mode=WAL")
+    for version, script in enumerate(MIGRATIONS[:4], start=1):
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+    conn.execute("BEGIN")
+    now_ms = int(time.time() * 1000)  # young: retention keeps them
+    body = b'{"received_at_ms": %d, "conversion_time_ms": %d}' % (now_ms, now_ms)
+    conn.executemany(
+        "INSERT INTO events (id, event_id, app_id, event_name, received_at_ms, body)"
+        " VALUES (?, ?, 'a', 'purchase', ?, ?)",
+        ((n, f"ev-{n:07d}", now_ms, body) for n in range(1, events + 1)),
+    )
+    # Crossed: delivery n belongs to the event numbered from the other end.
+    conn.executemany(
+        "INSERT INTO deliveries (id, event_id, postback_id, app_id, network, event_name,"
+        " x_app_id, conversion_type, x_account_id, retry_attempts, state, first_due_ms, due_ms,"
+        " updated_ms, lane) VALUES (?, ?, 'p', 'a', 'x_ios', 'purchase', '1', 'PURCHASE',"
+        " 'acct', 3, 'delivered', 1, 1, 1, 'acct')",
+        ((n, f"ev-{events + 1 - n:07d}") for n in range(1, events + 1)),
+    )
+    conn.execute("COMMIT")
+    conn.close()
+
+
+async def test_kill_9_during_an_upgrade_keeps_the_old_schema_and_the_next_start_finishes_it(
+    tmp_path: Path,
+) -> None:
+    # Migration 5 rewrites every delivery; a daemon killed meanwhile must leave the store
+    # as it was (one transaction), and the next start must upgrade it whole.
+    events = 400_000
+    data_dir = tmp_path / "data"
+    _schema_4_database(data_dir, events)
+    mock = await start_mock()
+    env = {
+        **key_env(),
+        "POSTBACKD_LISTEN": "127.0.0.1:0",
+        "POSTBACKD_DATA_DIR": str(data_dir),
+        "POSTBACKD_X_API_URL": mock.url,
+        "POSTBACKD_API_TOKEN": API_TOKEN,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        *postbackd("serve"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    daemon = Proc(proc)
+    try:
+        await wait_for(
+            lambda: _said(daemon, b"migrating the database schema to version 5"), timeout_s=30
+        )
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        conn = sqlite3.connect(data_dir / DB_NAME)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            assert version == 4, "the kill came too late to test anything"
+            columns = [row[1] for row in conn.execute("PRAGMA table_info(deliveries)")]
+            assert "event_ref" not in columns
+            assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == events
+        finally:
+            conn.close()
+
+        daemon = await start_daemon(data_dir, mock.url)
+        async with client(daemon) as api:
+            details = await api.ok("GET", "/api/v1/events/ev-0000001")
+            assert [d["id"] for d in details["deliveries"]] == [events]
+        assert await daemon.stop() == 0
+        conn = sqlite3.connect(data_dir / DB_NAME)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+            assert conn.execute(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE e.event_id = d.event_id)"
+                " FROM deliveries d LEFT JOIN events e ON e.id = d.event_ref"
+            ).fetchone() == (events, events)
+        finally:
+            conn.close()
+    finally:
+        await daemon.kill()
+        await mock.kill()
+
+
+async def _said(proc: Proc, words: bytes) -> bool:
+    return any(words in line for line in proc.lines)
