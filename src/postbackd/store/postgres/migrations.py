@@ -301,11 +301,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         WHERE lease_owner IS NOT NULL;
     DROP INDEX deliveries_leased;
     """,
-    # 4: a delivery names its event's row (events.id, which only grows) besides its id, as
-    # the embedded store's schema 5 does: producers' event ids are random, and an index on
-    # them puts each insert on a page of its own (which the log then carries whole after a
-    # checkpoint). Event ids stay unique in `events` alone; an event's deliveries are found
-    # through its row, its claims through its deliveries.
+    # 4: a delivery names its event's row (events.id) besides its id, for the reason the
+    # embedded store's schema 5 gives (store/migrations.py): no index on random id text
+    # but the one in `events` that refuses duplicates.
     """
     ALTER TABLE deliveries ADD COLUMN event_ref BIGINT;
     UPDATE deliveries d SET event_ref = e.id FROM events e WHERE e.event_id = d.event_id;
