@@ -51,7 +51,8 @@ class Proc:
             self.lines.append(line)
 
     @classmethod
-    async def start(cls, argv: list[str], env: dict[str, str], ready: bytes) -> Proc:
+    async def spawn(cls, argv: list[str], env: dict[str, str]) -> Proc:
+        """Started, not waited for."""
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -59,7 +60,12 @@ class Proc:
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, **env},
         )
-        self = cls(proc)
+        return cls(proc)
+
+    @classmethod
+    async def start(cls, argv: list[str], env: dict[str, str], ready: bytes) -> Proc:
+        self = await cls.spawn(argv, env)
+        proc = self.proc
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
         while asyncio.get_running_loop().time() < deadline:
             for line in self.lines:
@@ -109,8 +115,8 @@ def key_env() -> dict[str, str]:
     }
 
 
-async def start_daemon(data_dir: Path, x_url: str, **settings: Any) -> Proc:
-    env = {
+def daemon_env(data_dir: Path, x_url: str, **settings: Any) -> dict[str, str]:
+    return {
         **key_env(),
         "POSTBACKD_LISTEN": "127.0.0.1:0",
         "POSTBACKD_DATA_DIR": str(data_dir),
@@ -118,6 +124,10 @@ async def start_daemon(data_dir: Path, x_url: str, **settings: Any) -> Proc:
         "POSTBACKD_API_TOKEN": API_TOKEN,
         **{f"POSTBACKD_{k.upper()}": str(v) for k, v in settings.items()},
     }
+
+
+async def start_daemon(data_dir: Path, x_url: str, **settings: Any) -> Proc:
+    env = daemon_env(data_dir, x_url, **settings)
     return await Proc.start(postbackd("serve"), env, b"ready: listening")
 
 

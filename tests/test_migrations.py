@@ -4,10 +4,8 @@ A change to the schema is a new migration at the end of the list, with a new lin
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import os
 import signal
 import sqlite3
 import time
@@ -15,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import API_TOKEN
 from postbackd.store.db import DB_NAME, open_database
 from postbackd.store.migrations import MIGRATIONS
-from procs import Proc, client, key_env, postbackd, start_daemon, start_mock, wait_for
+from procs import Proc, client, daemon_env, postbackd, start_daemon, start_mock, wait_for
 
 RELEASED = {
     1: "6555b69bcaa1a2e2e81438dc4cc8b229d813557cc9a90868553e3ded24b0e03a",
@@ -120,21 +117,8 @@ async def test_kill_9_during_an_upgrade_keeps_the_old_schema_and_the_next_start_
     data_dir = tmp_path / "data"
     _schema_4_database(data_dir, events)
     mock = await start_mock()
-    env = {
-        **key_env(),
-        "POSTBACKD_LISTEN": "127.0.0.1:0",
-        "POSTBACKD_DATA_DIR": str(data_dir),
-        "POSTBACKD_X_API_URL": mock.url,
-        "POSTBACKD_API_TOKEN": API_TOKEN,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        *postbackd("serve"),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **env},
-    )
-    daemon = Proc(proc)
+    daemon = await Proc.spawn(postbackd("serve"), daemon_env(data_dir, mock.url))
+    proc = daemon.proc
     try:
         await wait_for(
             lambda: _said(daemon, b"migrating the database schema to version 5"), timeout_s=30
