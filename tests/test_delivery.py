@@ -289,6 +289,9 @@ async def test_a_throttled_account_does_not_delay_another(stack: Stack) -> None:
         return len(sent) == 5
 
     await wait_for(second_done, timeout_s=10)
+    # X has the claims; the daemon records each answer a moment after it arrives.
+    delivered = await settled(api, 10, timeout_s=10)
+    assert len(delivered) == 10
     first = [r for r in await conversions(stack.mock) if r["token"] == ACCOUNT_TOKEN]
     assert len(first) == 5  # the rest waits for account 1's window, not in account 2's way
     waiting = await deliveries(api, "ready")
