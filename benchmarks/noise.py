@@ -19,10 +19,12 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) * _TICK_S
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads); 0 once it is gone."""
+def cpu_s(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time so far of a process (all its threads), or of one of its
+    threads; 0 once it is gone."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        fields = Path(path).read_text().rpartition(")")[2].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) * _TICK_S

@@ -43,6 +43,9 @@ class Sample:
     hwm_kb: int  # the daemon's peak resident memory so far
     machine_busy_s: float  # CPU time of the whole machine
     own_s: float  # CPU time of the benchmark's processes, this one included
+    # The daemon's main thread alone (its event loop): the rest of its CPU is its other
+    # threads', the store's writer above all.
+    loop_cpu_s: float = 0.0
     # With `Sampler.data_dir`: the database's files (the WAL included) and /readyz's answer.
     db_bytes: int | None = None
     ready: bool | None = None
@@ -110,6 +113,9 @@ class Sampler:
             async with self.session.get(f"{self.daemon_url}/metrics") as answer:
                 metrics = parse_metrics(await answer.text())
         rss_kb, hwm_kb = self.daemon.memory_kb() if self.daemon is not None else (0, 0)
+        loop_cpu_s = (
+            noise.cpu_s(self.daemon.pid, self.daemon.pid) if self.daemon is not None else 0.0
+        )
         size: int | None = None
         ready: bool | None = None
         if self.data_dir is not None and self.daemon_url is not None:
@@ -126,6 +132,7 @@ class Sampler:
             hwm_kb=hwm_kb,
             machine_busy_s=noise.machine_busy_s(),
             own_s=noise.cpu_s(os.getpid()) + sum(cpu.values()),
+            loop_cpu_s=loop_cpu_s,
             db_bytes=size,
             ready=ready,
         )
