@@ -120,9 +120,7 @@ async def test_kill_9_during_an_upgrade_keeps_the_old_schema_and_the_next_start_
     daemon = await Proc.spawn(postbackd("serve"), daemon_env(data_dir, mock.url))
     proc = daemon.proc
     try:
-        await wait_for(
-            lambda: _said(daemon, b"migrating the database schema to version 5"), timeout_s=30
-        )
+        await wait_for(lambda: daemon.said("migrating the database schema to version 5"), 30)
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         conn = sqlite3.connect(data_dir / DB_NAME)
@@ -152,7 +150,3 @@ async def test_kill_9_during_an_upgrade_keeps_the_old_schema_and_the_next_start_
     finally:
         await daemon.kill()
         await mock.kill()
-
-
-async def _said(proc: Proc, words: bytes) -> bool:
-    return any(words in line for line in proc.lines)

@@ -8,16 +8,30 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 from conftest import seed_config
 from pgproc import PASSWORD, PostgresServer, own_server, pg_server, pg_url
-from procs import client, conversions, key_env, start_daemon, start_mock, wait_for
+from postbackd.store.postgres.migrations import MIGRATIONS
+from procs import (
+    Proc,
+    client,
+    conversions,
+    daemon_env,
+    key_env,
+    postbackd,
+    start_daemon,
+    start_mock,
+    wait_for,
+)
 from redisproc import free_port
 from test_delivery import FAST_RETRY, event, hashed, idfa, ingest, settled
+from test_postgres_store import at_schema
 
 __all__ = ["own_server", "pg_server", "pg_url"]  # fixtures
 
@@ -45,6 +59,75 @@ async def test_a_daemon_on_postgresql_delivers_and_records_each_claim(
         received = [r["params"]["hashed_device_id"] for r in await conversions(mock)]
         assert sorted(received) == sorted(hashed(idfa(n).upper()) for n in range(20))
         assert await daemon.stop() == 0
+    finally:
+        await daemon.kill()
+        await mock.kill()
+
+
+async def test_kill_9_during_an_upgrade_keeps_the_old_schema_and_the_next_start_finishes_it(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # Migration 4 rewrites every delivery; a daemon killed meanwhile must leave the database
+    # at schema 3, whole, and the next start must upgrade it.
+    rows = 300_000
+    now_ms = int(time.time() * 1000)  # young: retention keeps them
+    body = b'{"received_at_ms": %d, "conversion_time_ms": %d}' % (now_ms, now_ms)
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await at_schema(conn, 3)
+        await conn.execute(
+            "INSERT INTO events (event_id, app_id, event_name, received_at_ms, body)"
+            " SELECT 'ev-' || n, 'a', 'purchase', $2, $3 FROM generate_series(1, $1) n",
+            rows,
+            now_ms,
+            body,
+        )
+        # Crossed: delivery n belongs to the event numbered from the other end.
+        await conn.execute(
+            "INSERT INTO deliveries (id, event_id, postback_id, app_id, network, event_name,"
+            " x_app_id, conversion_type, x_account_id, retry_attempts, state, first_due_ms,"
+            " due_ms, updated_ms, lane) SELECT n, 'ev-' || ($1 + 1 - n), 'p', 'a', 'x_ios',"
+            " 'purchase', '1', 'PURCHASE', 'acct', 3, 'delivered', 1, 1, 1, 'acct'"
+            " FROM generate_series(1, $1) n",
+            rows,
+        )
+    finally:
+        await conn.close()
+    mock = await start_mock()
+    env = daemon_env(tmp_path / "data", mock.url, database_url=pg_url)
+    daemon = await Proc.spawn(postbackd("serve"), env)
+    try:
+        await wait_for(lambda: daemon.said("migrating the database schema to version 4"), 30)
+        daemon.proc.send_signal(signal.SIGKILL)
+        await daemon.proc.wait()
+        conn = await asyncpg.connect(pg_url)
+        try:
+            version = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+            assert version == 3, "the kill came too late to test anything"
+            assert not await conn.fetchval(
+                "SELECT count(*) FROM information_schema.columns"
+                " WHERE table_name = 'deliveries' AND column_name = 'event_ref'"
+            )
+        finally:
+            await conn.close()
+
+        daemon = await start_daemon(tmp_path / "data", mock.url, database_url=pg_url)
+        async with client(daemon) as api:
+            details = await api.ok("GET", "/api/v1/events/ev-1")
+            assert [d["id"] for d in details["deliveries"]] == [rows]
+        assert await daemon.stop() == 0
+        conn = await asyncpg.connect(pg_url)
+        try:
+            assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == len(
+                MIGRATIONS
+            )
+            matched = await conn.fetchval(
+                "SELECT count(*) FROM deliveries d JOIN events e ON e.id = d.event_ref"
+                " WHERE e.event_id = d.event_id"
+            )
+            assert matched == rows
+        finally:
+            await conn.close()
     finally:
         await daemon.kill()
         await mock.kill()

@@ -91,6 +91,21 @@ async def test_migrations_apply_once_and_refuse_an_edited_one(pg_url: str) -> No
         await conn.close()
 
 
+async def at_schema(conn: asyncpg.Connection, version: int) -> None:
+    """An empty database as the migrations up to `version` left it, recorded as applied."""
+    await conn.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+        " checksum TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    for number, script in enumerate(MIGRATIONS[:version], start=1):
+        await conn.execute(script)
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)",
+            number,
+            checksum(script),
+        )
+
+
 async def test_deliveries_of_a_database_before_event_refs_name_their_events_rows(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -98,17 +113,7 @@ async def test_deliveries_of_a_database_before_event_refs_name_their_events_rows
     # A database at schema 3 (before deliveries carried event_ref): migration 4 fills it in.
     conn = await asyncpg.connect(pg_url)
     try:
-        await conn.execute(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
-            " checksum TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-        )
-        for version, script in enumerate(MIGRATIONS[:3], start=1):
-            await conn.execute(script)
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)",
-                version,
-                checksum(script),
-            )
+        await at_schema(conn, 3)
         refs = [
             await conn.fetchval(
                 "INSERT INTO events (event_id, app_id, event_name, received_at_ms, body)"
