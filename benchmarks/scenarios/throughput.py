@@ -232,7 +232,8 @@ def _bound(f: Mapping[str, float], name: str) -> str:
 
 
 def _bounds(f: Mapping[str, float]) -> list[str]:
-    """Who bounds each reference, in prose, and a projection labelled as one."""
+    """Who bounds each reference, what the daemon's CPU split holds, in prose, and a
+    projection labelled as one."""
     notes = [
         f"transport ceiling {f['transport_ceiling_per_s']:,.0f}/s: {_bound(f, 'ceiling')}",
         f"simulated X's capacity {f['x_capacity_per_s']:,.0f}/s: {_bound(f, 'x_capacity')}",
