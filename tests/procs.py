@@ -82,9 +82,10 @@ class Proc:
     def log(self) -> str:
         return b"".join(self.lines).decode(errors="replace")
 
-    async def said(self, words: str) -> bool:
-        """Whether the process has logged `words` yet: a predicate for `wait_for`."""
-        return words in self.log
+    async def said(self, words: str, times: int = 1) -> bool:
+        """Whether the process has logged `words` (at least `times` times) yet: a predicate
+        for `wait_for`."""
+        return self.log.count(words) >= times
 
     async def stop(self, timeout_s: float = 20.0) -> int:
         """SIGTERM, then wait; the exit code."""

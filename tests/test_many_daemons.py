@@ -263,8 +263,8 @@ async def test_two_workers_answer_on_one_port_and_one_killed_loses_nothing(
             await wait_for(lambda: _sent_at_least(mock, sent + 40), timeout_s=SETTLE_S)
         (victim, *_) = _children(daemon.proc.pid)
         os.kill(victim, signal.SIGKILL)
-        await wait_for(lambda: _logged(daemon, "a new worker takes its place"), SETTLE_S)
-        await wait_for(lambda: _logged(daemon, "ready: listening", times=3), SETTLE_S)
+        await wait_for(lambda: daemon.said("a new worker takes its place"), SETTLE_S)
+        await wait_for(lambda: daemon.said("ready: listening", times=3), SETTLE_S)
         async with client(daemon) as api:
             await delivered(api, count)
         received = await received_at_x(mock)
@@ -293,10 +293,6 @@ async def _metrics_ports(daemon: Proc) -> dict[int, str] | None:
 
 async def _accepted(api: Api) -> float:
     return (await metrics(api)).get("postbackd_events_received_total{result=accepted}", 0.0)
-
-
-async def _logged(daemon: Proc, text: str, times: int = 1) -> bool:
-    return daemon.log.count(text) >= times
 
 
 def _children(pid: int) -> list[int]:
