@@ -4,8 +4,10 @@ A change to the schema is a new migration at the end of the list, with a new lin
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import os
 import signal
 import sqlite3
 import time
@@ -16,6 +18,9 @@ import pytest
 from postbackd.store.db import DB_NAME, open_database
 from postbackd.store.migrations import MIGRATIONS
 from procs import Proc, client, daemon_env, postbackd, start_daemon, start_mock, wait_for
+from test_store_failures import fill, small_fs
+
+__all__ = ["small_fs"]  # fixtures
 
 RELEASED = {
     1: "6555b69bcaa1a2e2e81438dc4cc8b229d813557cc9a90868553e3ded24b0e03a",
@@ -147,6 +152,42 @@ async def test_kill_9_during_an_upgrade_keeps_the_old_schema_and_the_next_start_
             ).fetchone() == (events, events)
         finally:
             conn.close()
+    finally:
+        await daemon.kill()
+        await mock.kill()
+
+
+async def test_an_upgrade_on_a_full_disk_exits_with_the_reason_and_loses_nothing(
+    small_fs: Path,
+) -> None:
+    # Migration 5 rewrites every delivery, so the log needs room the disk no longer has: the
+    # daemon must say why and exit (never hang), leave schema 4 whole, and upgrade once the
+    # operator makes room.
+    events = 30_000
+    data_dir = small_fs / "data"
+    _schema_4_database(data_dir, events)
+    filler = fill(small_fs)
+    os.truncate(filler, os.path.getsize(filler) - 512 * 1024)  # room to open, not to migrate
+    mock = await start_mock()
+    daemon = await Proc.spawn(postbackd("serve"), daemon_env(data_dir, mock.url))
+    try:
+        assert await asyncio.wait_for(daemon.proc.wait(), 60) != 0
+        assert "migrating the database schema to version 5" in daemon.log
+        reason = "cannot start: the store cannot write: database or disk is full"
+        assert reason in daemon.log and "Traceback" not in daemon.log, daemon.log
+        conn = sqlite3.connect(data_dir / DB_NAME)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+            assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == events
+        finally:
+            conn.close()
+
+        filler.unlink()
+        daemon = await start_daemon(data_dir, mock.url)
+        async with client(daemon) as api:
+            details = await api.ok("GET", "/api/v1/events/ev-0000001")
+            assert [d["id"] for d in details["deliveries"]] == [events]
+        assert await daemon.stop() == 0
     finally:
         await daemon.kill()
         await mock.kill()

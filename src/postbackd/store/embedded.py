@@ -102,8 +102,13 @@ class EmbeddedStore:
             await self.writer.open()
             self._opened = True
             self._ids = itertools.count(await self.writer.call(sql.max_delivery_id) + 1)
-        except BaseException:
+        except BaseException as exc:
             await self.close()
+            # A full disk or a broken file while opening (an upgrade rewrites rows): the
+            # same one-line reason as a failed commit, not SQLite's traceback.
+            failure = store_failure(exc)
+            if failure is not None and failure is not exc:
+                raise failure from exc
             raise
 
     async def close(self) -> None:
