@@ -18,7 +18,7 @@ from pgproc import PASSWORD, PostgresServer, own_server, pg_server, pg_url
 from postbackd.delivery.model import Attribution, Claim, Result
 from postbackd.errors import StoreUnavailable
 from postbackd.store.base import STORE_ERROR_KINDS, LaneRows
-from postbackd.store.postgres import DEFAULT_LEASE_S, BadDatabaseUrl, own_parameters
+from postbackd.store.postgres import DEFAULT_LEASE_S, BadDatabaseUrl, connect, own_parameters
 from postbackd.store.postgres.connect import DatabaseUnreachable
 from postbackd.store.postgres.leases import split_fairly
 from postbackd.store.postgres.migrations import MIGRATIONS, MigrationError, checksum, migrate
@@ -133,6 +133,39 @@ async def test_deliveries_of_a_database_before_event_refs_name_their_events_rows
         rows = await conn.fetch("SELECT event_ref FROM deliveries ORDER BY id")
         assert [r[0] for r in rows] == [refs[1], refs[0]]
         assert "migrating the database schema to version 4" in caplog.text
+    finally:
+        await conn.close()
+
+
+async def test_an_upgrade_longer_than_the_command_timeout_finishes(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pool's command timeout is for requests; migration 4 rewrites every delivery and
+    # takes as long as the table is big. With the timeout far below that, it still finishes.
+    monkeypatch.setattr(connect, "COMMAND_TIMEOUT_S", 0.05)
+    rows = 200_000
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await at_schema(conn, 3)
+        await conn.execute(
+            "INSERT INTO events (event_id, app_id, event_name, received_at_ms, body)"
+            " SELECT 'ev-' || n, 'a', 'purchase', 1, '{}' FROM generate_series(1, $1) n",
+            rows,
+        )
+        await conn.execute(
+            "INSERT INTO deliveries (id, event_id, postback_id, app_id, network, event_name,"
+            " x_app_id, conversion_type, x_account_id, retry_attempts, state, first_due_ms,"
+            " due_ms, updated_ms) SELECT n, 'ev-' || n, 'p', 'a', 'x_ios', 'purchase', '1',"
+            " 'PURCHASE', 'acct', 3, 'delivered', 1, 1, 1 FROM generate_series(1, $1) n",
+            rows,
+        )
+    finally:
+        await conn.close()
+    await (await connect.open_pool(DatabaseUrl.parse(pg_url))).close()
+    conn = await asyncpg.connect(pg_url)  # the checks with no such timeout
+    try:
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == len(MIGRATIONS)
+        assert await conn.fetchval("SELECT count(event_ref) FROM deliveries") == rows
     finally:
         await conn.close()
 

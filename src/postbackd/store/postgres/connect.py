@@ -45,7 +45,26 @@ class DatabaseUnreachable(PostbackdError):
 
 
 async def open_pool(database: DatabaseUrl) -> asyncpg.Pool:
-    """A pool of up to POOL_SIZE connections, the schema migrated through one."""
+    """The schema migrated, then a pool of up to POOL_SIZE connections."""
+    settings = {"application_name": APPLICATION_NAME}
+    try:
+        # The migrations get a connection of their own, without the pool's command timeout:
+        # an upgrade may rewrite every stored row, and a daemon starting meanwhile waits at
+        # the migration lock; both last as long as the tables are big (logged before).
+        conn = await asyncpg.connect(
+            database.url, timeout=CONNECT_TIMEOUT_S, server_settings=settings
+        )
+    except (OSError, TimeoutError, pg.PostgresError, pg.InterfaceError) as exc:
+        raise _unreachable(exc, database) from None
+    try:
+        await migrate(conn)
+    except BaseException as exc:
+        failure = store_failure(exc)  # a full disk on the server: one line, not a traceback
+        if failure is not None and failure is not exc:
+            raise failure from exc
+        raise
+    finally:
+        await conn.close()
     try:
         pool = await asyncpg.create_pool(
             database.url,
@@ -53,20 +72,18 @@ async def open_pool(database: DatabaseUrl) -> asyncpg.Pool:
             max_size=POOL_SIZE,
             timeout=CONNECT_TIMEOUT_S,
             command_timeout=COMMAND_TIMEOUT_S,
-            server_settings={"application_name": APPLICATION_NAME},
+            server_settings=settings,
         )
     except (OSError, TimeoutError, pg.PostgresError, pg.InterfaceError) as exc:
-        raise DatabaseUnreachable(
-            f"cannot reach the database {database.shown} (database_url): {_reason(exc, database)}"
-        ) from None
-    try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-    except BaseException:
-        await pool.close()
-        raise
+        raise _unreachable(exc, database) from None
     log.info("PostgreSQL store at %s, up to %d connections", database.shown, POOL_SIZE)
     return pool
+
+
+def _unreachable(exc: BaseException, database: DatabaseUrl) -> DatabaseUnreachable:
+    return DatabaseUnreachable(
+        f"cannot reach the database {database.shown} (database_url): {_reason(exc, database)}"
+    )
 
 
 def _reason(exc: BaseException, database: DatabaseUrl) -> str:
