@@ -128,15 +128,7 @@ async def test_kill_9_during_an_upgrade_keeps_the_old_schema_and_the_next_start_
         await wait_for(lambda: daemon.said("migrating the database schema to version 5"), 30)
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
-        conn = sqlite3.connect(data_dir / DB_NAME)
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            assert version == 4, "the kill came too late to test anything"
-            columns = [row[1] for row in conn.execute("PRAGMA table_info(deliveries)")]
-            assert "event_ref" not in columns
-            assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == events
-        finally:
-            conn.close()
+        _assert_still_schema_4(data_dir, events)
 
         daemon = await start_daemon(data_dir, mock.url)
         async with client(daemon) as api:
@@ -175,12 +167,7 @@ async def test_an_upgrade_on_a_full_disk_exits_with_the_reason_and_loses_nothing
         assert "migrating the database schema to version 5" in daemon.log
         reason = "cannot start: the store cannot write: database or disk is full"
         assert reason in daemon.log and "Traceback" not in daemon.log, daemon.log
-        conn = sqlite3.connect(data_dir / DB_NAME)
-        try:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
-            assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == events
-        finally:
-            conn.close()
+        _assert_still_schema_4(data_dir, events)
 
         filler.unlink()
         daemon = await start_daemon(data_dir, mock.url)
@@ -191,3 +178,16 @@ async def test_an_upgrade_on_a_full_disk_exits_with_the_reason_and_loses_nothing
     finally:
         await daemon.kill()
         await mock.kill()
+
+
+def _assert_still_schema_4(data_dir: Path, events: int) -> None:
+    """The store as `_schema_4_database` left it: the upgrade did not happen, not even half."""
+    conn = sqlite3.connect(data_dir / DB_NAME)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        assert version == 4, "the upgrade ran to its end: nothing was tested"
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(deliveries)")]
+        assert "event_ref" not in columns
+        assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == events
+    finally:
+        conn.close()

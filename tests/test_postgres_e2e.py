@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from procs import (
 )
 from redisproc import free_port
 from test_delivery import FAST_RETRY, event, hashed, idfa, ingest, settled
-from test_postgres_store import at_schema
+from test_postgres_store import schema_3_store
 
 __all__ = ["own_server", "pg_server", "pg_url"]  # fixtures
 
@@ -70,29 +69,7 @@ async def test_kill_9_during_an_upgrade_keeps_the_old_schema_and_the_next_start_
     # Migration 4 rewrites every delivery; a daemon killed meanwhile must leave the database
     # at schema 3, whole, and the next start must upgrade it.
     rows = 300_000
-    now_ms = int(time.time() * 1000)  # young: retention keeps them
-    body = b'{"received_at_ms": %d, "conversion_time_ms": %d}' % (now_ms, now_ms)
-    conn = await asyncpg.connect(pg_url)
-    try:
-        await at_schema(conn, 3)
-        await conn.execute(
-            "INSERT INTO events (event_id, app_id, event_name, received_at_ms, body)"
-            " SELECT 'ev-' || n, 'a', 'purchase', $2, $3 FROM generate_series(1, $1) n",
-            rows,
-            now_ms,
-            body,
-        )
-        # Crossed: delivery n belongs to the event numbered from the other end.
-        await conn.execute(
-            "INSERT INTO deliveries (id, event_id, postback_id, app_id, network, event_name,"
-            " x_app_id, conversion_type, x_account_id, retry_attempts, state, first_due_ms,"
-            " due_ms, updated_ms, lane) SELECT n, 'ev-' || ($1 + 1 - n), 'p', 'a', 'x_ios',"
-            " 'purchase', '1', 'PURCHASE', 'acct', 3, 'delivered', 1, 1, 1, 'acct'"
-            " FROM generate_series(1, $1) n",
-            rows,
-        )
-    finally:
-        await conn.close()
+    await schema_3_store(pg_url, rows)
     mock = await start_mock()
     env = daemon_env(tmp_path / "data", mock.url, database_url=pg_url)
     daemon = await Proc.spawn(postbackd("serve"), env)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -106,6 +107,34 @@ async def at_schema(conn: asyncpg.Connection, version: int) -> None:
         )
 
 
+async def schema_3_store(pg_url: str, rows: int) -> None:
+    """A database at schema 3 (before deliveries named their events' rows) holding `rows`
+    young events, each with a delivered delivery; delivery n belongs to the event numbered
+    from the other end, so that ids alone cannot pair them."""
+    now_ms = int(time.time() * 1000)  # young: retention keeps them
+    body = b'{"received_at_ms": %d, "conversion_time_ms": %d}' % (now_ms, now_ms)
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await at_schema(conn, 3)
+        await conn.execute(
+            "INSERT INTO events (event_id, app_id, event_name, received_at_ms, body)"
+            " SELECT 'ev-' || n, 'a', 'purchase', $2, $3 FROM generate_series(1, $1) n",
+            rows,
+            now_ms,
+            body,
+        )
+        await conn.execute(
+            "INSERT INTO deliveries (id, event_id, postback_id, app_id, network, event_name,"
+            " x_app_id, conversion_type, x_account_id, retry_attempts, state, first_due_ms,"
+            " due_ms, updated_ms, lane) SELECT n, 'ev-' || ($1 + 1 - n), 'p', 'a', 'x_ios',"
+            " 'purchase', '1', 'PURCHASE', 'acct', 3, 'delivered', 1, 1, 1, 'acct'"
+            " FROM generate_series(1, $1) n",
+            rows,
+        )
+    finally:
+        await conn.close()
+
+
 async def test_deliveries_of_a_database_before_event_refs_name_their_events_rows(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -144,23 +173,7 @@ async def test_an_upgrade_longer_than_the_command_timeout_finishes(
     # takes as long as the table is big. With the timeout far below that, it still finishes.
     monkeypatch.setattr(connect, "COMMAND_TIMEOUT_S", 0.05)
     rows = 200_000
-    conn = await asyncpg.connect(pg_url)
-    try:
-        await at_schema(conn, 3)
-        await conn.execute(
-            "INSERT INTO events (event_id, app_id, event_name, received_at_ms, body)"
-            " SELECT 'ev-' || n, 'a', 'purchase', 1, '{}' FROM generate_series(1, $1) n",
-            rows,
-        )
-        await conn.execute(
-            "INSERT INTO deliveries (id, event_id, postback_id, app_id, network, event_name,"
-            " x_app_id, conversion_type, x_account_id, retry_attempts, state, first_due_ms,"
-            " due_ms, updated_ms) SELECT n, 'ev-' || n, 'p', 'a', 'x_ios', 'purchase', '1',"
-            " 'PURCHASE', 'acct', 3, 'delivered', 1, 1, 1 FROM generate_series(1, $1) n",
-            rows,
-        )
-    finally:
-        await conn.close()
+    await schema_3_store(pg_url, rows)
     await (await connect.open_pool(DatabaseUrl.parse(pg_url))).close()
     conn = await asyncpg.connect(pg_url)  # the checks with no such timeout
     try:
